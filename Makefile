@@ -1,0 +1,43 @@
+# make demo: set up (first time) and run the demo grid, then write its figures.  make test: set up and test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Corpora and token shards are built once and shared by every run, test and demo.
+export MIDSWEEP_CACHE ?= $(CURDIR)/.cache/midsweep
+DEMO_DIR ?= runs/tiny_code
+
+.PHONY: install demo test test-fast benchmarks clean
+
+install: $(VENV)/.installed
+
+# Where no GPU is present, the CPU build of torch goes in first, so that the torch range in
+# pyproject.toml is already met and pip does not fetch CUDA packages.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q "torch==2.13.0"; fi
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/midsweep-train -m experiment=tiny_code \
+		mixture.introduce_at=0.1,0.4,0.7 mixture.weight=0.1,0.3,0.6 train.out_dir=$(DEMO_DIR)
+	$(BIN)/midsweep-train experiment=tiny_code mixture=none train.out_dir=$(DEMO_DIR)
+	$(BIN)/midsweep-analyze $(DEMO_DIR)
+
+# The SLURM tests run where root and apt are available (they start a real local cluster); elsewhere
+# pytest skips them and says why in its summary.
+test: install
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "NOTE: not root or no apt-get: the SLURM tests (marker 'slurm') will be skipped"; fi
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not slurm"
+
+benchmarks: install
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/analysis_speed.py
+	$(BIN)/python benchmarks/submit_grid.py
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,196 @@
+"""Introduction time x mixture weight heatmaps. :func:`heatmap_table` returns the table behind a heatmap
+(one row per grid cell: seed mean, seed spread, status, note, best); :func:`draw_heatmaps` only draws it.
+The grid is the product of the observed introduction times and weights, so a cell whose runs failed,
+are still going, or never ran is drawn hatched with the reason, never dropped."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+from matplotlib.collections import PatchCollection
+from matplotlib.patches import Rectangle
+
+from analysis import columns as C
+from analysis import style
+from analysis.celltext import add_labels
+from analysis.derived import add_metrics
+
+AXES = [C.INTRODUCE_AT, C.WEIGHT]
+NOT_FACETS = {C.INTRODUCE_AT, C.WEIGHT, C.SEED, C.INTRODUCE_TOKENS}
+# A cell without a result shows the most informative status of its runs, in this order.
+CELL_STATUS_ORDER = (C.FAILED, C.REQUEUED, C.RUNNING, C.DONE)
+
+
+def heatmap_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that sit on a time x weight grid: both axes set and not a baseline/continued/upsample run."""
+    if not all(a in runs for a in AXES):
+        return runs.iloc[0:0]
+    on = runs[AXES].notna().all(axis=1) & ~runs.get(C.KIND, pd.Series(index=runs.index)).isin(C.NOT_ON_HEATMAP)
+    return runs[on]
+
+
+def facet_keys(grid_runs: pd.DataFrame, coords) -> list[str]:
+    """Domain and model size, plus any other coordinate that varies over the grid's runs (a separate panel
+    each, so runs that differ in more than seed are never averaged together)."""
+    keys = [k for k in (C.DOMAIN, C.SIZE) if k in grid_runs]
+    for c in coords:
+        if c not in keys and c not in NOT_FACETS and c in grid_runs and grid_runs[c].nunique(dropna=False) > 1:
+            keys.append(c)
+    return keys
+
+
+def heatmap_table(runs: pd.DataFrame, metric: str, coords=None) -> pd.DataFrame:
+    """The table behind one heatmap: per facet and cell, ``mean`` and ``std`` of ``metric`` over done
+    seeds, ``n_done`` of ``n_seeds``, ``status`` (ok / partial / failed / requeued / running / missing /
+    no value), a ``note`` and ``best`` (the lowest mean of the facet)."""
+    if metric not in runs:
+        runs = add_metrics(runs)
+    coords = coords if coords is not None else [c for c in runs if "." in c and not c.startswith(C.FINAL_PREFIX)]
+    grid_runs = heatmap_runs(runs)
+    facets = facet_keys(grid_runs, coords)
+    if grid_runs.empty:
+        return pd.DataFrame(columns=facets + AXES + ["mean", "std", "n_done", "n_seeds", "status", "note", "best"])
+    n_seeds = grid_runs[C.SEED].nunique() if C.SEED in grid_runs else 1
+    keys = facets + AXES
+    value = grid_runs[metric].where(grid_runs[C.STATUS] == C.DONE)
+    stats = value.groupby([grid_runs[k] for k in keys], dropna=False).agg(["mean", "std", "count"])
+    stats.columns = ["mean", "std", "n_done"]
+    # The full grid: every facet seen x every time seen x every weight seen.
+    facet_rows = grid_runs[facets].drop_duplicates().sort_values(facets) if facets else pd.DataFrame(index=[0])
+    axes = pd.MultiIndex.from_product([np.sort(grid_runs[a].unique()) for a in AXES], names=AXES).to_frame(index=False)
+    grid = facet_rows.merge(axes, how="cross")
+    table = grid.merge(stats.reset_index(), on=keys, how="left")
+    table["n_done"] = table["n_done"].fillna(0).astype(int)
+    table["n_seeds"] = n_seeds
+    table["status"], table["note"] = _status_notes(table, grid_runs, keys, metric)
+    table["best"] = False
+    with_value = table[table["n_done"] > 0]
+    if not with_value.empty:
+        best = with_value.groupby(facets, dropna=False)["mean"].idxmin() if facets else [with_value["mean"].idxmin()]
+        table.loc[list(best), "best"] = True
+    table.attrs.update(metric=metric, facets=facets)
+    return table
+
+
+def _status_notes(table: pd.DataFrame, grid_runs: pd.DataFrame, keys: list[str], metric: str):
+    status = np.where(table["n_done"] >= table["n_seeds"], "ok",
+                      np.where(table["n_done"] > 0, "partial", "")).astype(object)
+    notes = np.array([""] * len(table), dtype=object)
+    todo = np.flatnonzero(status != "ok")
+    if len(todo) == 0:
+        return status, notes
+    # Only cells short of results need the per-run story, told by the runs without a value.
+    short = grid_runs[(grid_runs[C.STATUS] != C.DONE) | grid_runs[metric].isna()]
+    by_cell = {k if isinstance(k, tuple) else (k,): g for k, g in short.groupby(keys, dropna=False)}
+    cells = list(table[keys].itertuples(index=False, name=None))
+    for i in todo:
+        runs = by_cell.get(cells[i])
+        n_text = f"{table['n_done'].iat[i]}/{table['n_seeds'].iat[i]} seeds"
+        if runs is None:
+            status[i] = status[i] or C.MISSING
+            notes[i] = C.MISSING if status[i] == C.MISSING else f"{n_text}; rest missing"
+            continue
+        kinds = [s for s in CELL_STATUS_ORDER if (runs[C.STATUS] == s).any()]
+        worst = kinds[0] if kinds else C.MISSING
+        reasons = runs.loc[runs[C.STATUS] == C.FAILED, C.REASON].dropna().unique()
+        text = f"{C.FAILED}: {reasons[0]}" if worst == C.FAILED and len(reasons) else worst
+        if worst == C.DONE:  # done runs without this metric (no baseline, no post-training)
+            worst, text = "no value", f"no {metric}"
+        if status[i] == "partial":
+            notes[i] = f"{n_text}; {text}"
+        else:
+            status[i], notes[i] = worst, text
+    return status, notes
+
+
+def facet_panels(table: pd.DataFrame):
+    """Yield (row, col, title, cells) for each facet, one row per value of the first facet key."""
+    facets = table.attrs.get("facets", [])
+    if not facets:
+        yield 0, 0, "", table
+        return
+    first = list(dict.fromkeys(table[facets[0]].tolist()))
+    rest = facets[1:]
+    other = list(dict.fromkeys(map(tuple, table[rest].to_numpy()))) if rest else [()]
+    for (vals, cells) in table.groupby(facets, dropna=False, sort=False):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        title = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(facets, vals))
+        yield first.index(vals[0]), other.index(tuple(vals[1:])), title, cells
+
+
+def grid_of(cells: pd.DataFrame):
+    """times, weights and the mean matrix [weight, time] of one facet's cells."""
+    times = np.sort(cells[C.INTRODUCE_AT].unique())
+    weights = np.sort(cells[C.WEIGHT].unique())
+    ti = np.searchsorted(times, cells[C.INTRODUCE_AT].to_numpy())
+    wi = np.searchsorted(weights, cells[C.WEIGHT].to_numpy())
+    m = np.full((len(weights), len(times)), np.nan)
+    m[wi, ti] = cells["mean"].to_numpy()
+    return times, weights, m, ti, wi
+
+
+def draw_panel(ax, cells: pd.DataFrame, norm, cmap: str, annotate: bool = True):
+    """Draw one facet's heatmap on ``ax``: coloured cells with mean ± seed std, hatched cells with the
+    reason, the best cell outlined. Returns the image (for a colour bar)."""
+    times, weights, m, ti, wi = grid_of(cells)
+    im = ax.imshow(np.ma.masked_invalid(m), origin="lower", cmap=cmap, norm=norm, aspect="auto")
+    ax.set_xticks(range(len(times)), [f"{t:g}" for t in times])
+    ax.set_yticks(range(len(weights)), [f"{w:g}" for w in weights])
+    ax.set_xlabel("introduction time (fraction of training)")
+    ax.set_ylabel("mixture weight")
+    size = 6.0 if max(len(times), len(weights)) <= 8 else 5.0
+    empty = (cells["n_done"] == 0).to_numpy()
+    mean, std = cells["mean"].to_numpy(), cells["std"].to_numpy()
+    if empty.any():
+        ax.add_collection(PatchCollection(
+            [Rectangle((x - .5, y - .5), 1, 1) for x, y in zip(ti[empty], wi[empty])],
+            facecolor=style.MISSING_FACE, edgecolor="0.55", hatch=style.MISSING_HATCH, lw=0.5))
+        for x, y, note in zip(ti[empty], wi[empty], cells["note"].to_numpy()[empty]):
+            ax.text(x, y, textwrap.fill(str(note), 14), ha="center", va="center", fontsize=size - 1,
+                    bbox=dict(facecolor="white", alpha=0.75, lw=0, pad=0.5), in_layout=False, clip_on=True)
+    full = ~empty
+    if annotate and full.any():
+        rgb = im.get_cmap()(norm(mean[full]))[:, :3] @ np.array([0.299, 0.587, 0.114])
+        texts = [f"{m:.3f}" + (f"\n±{s:.3f}" if s == s else "") + (f"\n{n}/{ns}" if n < ns else "")
+                 for m, s, n, ns in zip(mean[full], std[full], cells["n_done"].to_numpy()[full],
+                                        cells["n_seeds"].to_numpy()[full])]
+        add_labels(ax, ti[full], wi[full], texts, np.where(rgb > 0.5, "black", "white"), size)
+    for x, y in zip(ti[cells["best"].to_numpy()], wi[cells["best"].to_numpy()]):
+        ax.add_patch(Rectangle((x - .5, y - .5), 1, 1, fill=False, edgecolor="black", lw=2.2))
+        ax.add_patch(Rectangle((x - .44, y - .44), .88, .88, fill=False, edgecolor="white", lw=1.0))
+    return im
+
+
+def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats=style.FORMATS):
+    """Draw every facet of a heatmap table into one figure; returns the files written."""
+    metric = table.attrs["metric"]
+    diverging = metric == C.FORGETTING
+    cmap = style.DIVERGING if diverging else style.SEQUENTIAL
+    panels = list(facet_panels(table))
+    nrows = 1 + max(p[0] for p in panels)
+    ncols = 1 + max(p[1] for p in panels)
+    nt, nw = table[C.INTRODUCE_AT].nunique(), table[C.WEIGHT].nunique()
+    fig, axes = style.figure(nrows, ncols, panel=(max(3.6, 0.6 * nt + 1.4), max(3.0, 0.42 * nw + 1.2)))
+    for ax in axes.flat:
+        ax.set_visible(False)
+    rows = {}
+    for r, c, title, cells in panels:
+        rows.setdefault(r, []).append((c, title, cells))
+    for r, row in rows.items():
+        # One colour scale per row (per domain): losses of different domains are not comparable.
+        norm = style.norm_for(pd.concat([cells["mean"] for _, _, cells in row]).tolist(), diverging)
+        for c, title, cells in row:
+            ax = axes[r, c]
+            ax.set_visible(True)
+            im = draw_panel(ax, cells, norm, cmap)
+            best = cells[cells["best"]]
+            if not best.empty:
+                b = best.iloc[0]
+                title += f"\nbest: t={b[C.INTRODUCE_AT]:g}, w={b[C.WEIGHT]:g} → {b['mean']:.3f}"
+            ax.set_title(title)
+        fig.colorbar(im, ax=[axes[r, c] for c, _, _ in row], shrink=0.9, label=C.SHORT_LABELS.get(metric, metric))
+    n_seeds = int(table["n_seeds"].max()) if len(table) else 0
+    fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}: mean over {n_seeds} seed(s), ± seed std; "
+                 "outlined = best, hatched = no result", fontsize=9)
+    return style.save(fig, out_dir, name or f"heatmap_{metric}", formats)

@@ -1,0 +1,230 @@
+"""Read sweep directories into two tidy tables: ``runs`` (one row per run) and ``curves`` (one row per
+evaluation point and domain). This is the only module that reads run directories; it reads results
+contract version 1 (docs/results.md) and nothing written by code: a sweep made on a cluster is analysed
+anywhere pandas runs.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import columns as C
+
+CONTRACT_VERSION = 1
+"""The results-contract version this reader understands (``"contract"`` in summary.json/status.json)."""
+
+RUN_FILES = ("summary.json", "status.json", "metrics.jsonl")
+CURVE_FIELDS = ("step", "tokens", "phase", "domain", "loss", "lr", "event")
+SUMMARY_FIELDS = ("steps", "tokens", "flops", "wall_time_s", "params")
+# When one run id appears in several sweeps, keep the copy that got furthest.
+STATUS_RANK = {C.DONE: 0, C.FAILED: 1, C.REQUEUED: 2, C.RUNNING: 3}
+
+
+@dataclass
+class Sweep:
+    """Everything read from one or more sweep directories."""
+
+    runs: pd.DataFrame
+    """One row per run: run_id, sweep, path, status, reason, step, one column per coordinate,
+    ``final.<domain>`` losses, steps, tokens, flops, wall_time_s, params."""
+    curves: pd.DataFrame
+    """One row per (run, evaluation point, domain): run_id, sweep, step, tokens, phase, domain, loss, lr, event."""
+    coords: list[str]
+    """The coordinate columns of ``runs`` (config keys the studies vary)."""
+    problems: list[str] = field(default_factory=list)
+    """Run directories that could not be read, duplicates dropped while merging: shown in the report."""
+
+
+class SweepError(ValueError):
+    """A sweep directory that cannot be analysed at all (missing, empty, wrong contract)."""
+
+
+def load_sweeps(dirs, threads: int = 8) -> Sweep:
+    """Read every run directory under each sweep directory and merge them (seeds are just a column)."""
+    run_dirs: list[Path] = []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise SweepError(f"sweep directory {d} does not exist: pass the train.out_dir of a sweep")
+        run_dirs += sorted(p for p in d.iterdir() if (p / "status.json").exists() or (p / "summary.json").exists())
+    if not run_dirs:
+        names = ", ".join(map(str, dirs))
+        raise SweepError(f"no run directories (with status.json or summary.json) under {names}: "
+                         "pass the directory the runs wrote into (train.out_dir)")
+    # Reading is I/O bound (threads overlap it); parsing stays in this thread.
+    with ThreadPoolExecutor(threads) as pool:
+        raw = list(pool.map(_read_files, run_dirs))
+    problems: list[str] = []
+    parsed = [_parse_run(p, files, problems) for p, files in zip(run_dirs, raw)]
+    keyed = [(row, curve) for row, curve in parsed if row is not None]
+    coords = sorted({k for row, _ in keyed for k in row.pop("_coords")})
+    missing_coords = [(row, p) for (row, _), p in zip(keyed, run_dirs) if row.pop("_need_config")]
+    _fill_coords_from_config(missing_coords, coords or _KNOWN_COORDS, problems)
+    coords = coords or sorted({k for row, _ in keyed for k in _KNOWN_COORDS if k in row})
+    runs = pd.DataFrame([row for row, _ in keyed])
+    if runs.empty:
+        raise SweepError("no readable runs: " + "; ".join(problems))
+    runs = _dedupe(runs, problems)
+    for col in coords:
+        if col not in runs:
+            runs[col] = None
+        runs[col] = _tidy(runs[col])
+    curves = _curves_table([c for _, c in keyed], set(zip(runs[C.SWEEP], runs[C.RUN_ID])))
+    runs = runs[_column_order(runs.columns, coords)].reset_index(drop=True)
+    return Sweep(runs=runs, curves=curves, coords=coords, problems=problems)
+
+
+_KNOWN_COORDS = (C.KIND, C.DOMAIN, C.INTRODUCE_AT, C.INTRODUCE_TOKENS, C.WEIGHT, C.SEED, C.SIZE, C.LR,
+                 C.WARMUP, C.TRAIN_TOKENS, C.POSTTRAIN)
+
+
+def _read_files(run_dir: Path) -> dict[str, bytes | None]:
+    out = {}
+    for name in RUN_FILES:
+        try:
+            out[name] = (run_dir / name).read_bytes()
+        except FileNotFoundError:
+            out[name] = None
+    return out
+
+
+def _json(run_dir: Path, name: str, data: bytes | None, problems: list[str]) -> dict | None:
+    if data is None:
+        return None
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        problems.append(f"{run_dir}: {name} is not valid JSON ({e}); the run is left out")
+        return None
+    contract = obj.get("contract")
+    if contract != CONTRACT_VERSION:
+        problems.append(f"{run_dir}: {name} has contract {contract!r}, this analysis reads contract "
+                        f"{CONTRACT_VERSION}; upgrade the analysis package to read it")
+        return None
+    return obj
+
+
+def _parse_run(run_dir: Path, files: dict, problems: list[str]) -> tuple[dict | None, dict | None]:
+    summary = _json(run_dir, "summary.json", files["summary.json"], problems)
+    status = _json(run_dir, "status.json", files["status.json"], problems)
+    if summary is None and status is None:
+        return None, None
+    summary, status = summary or {}, status or {}
+    run_id = summary.get("run_id") or run_dir.name
+    coords = summary.get("coords") or {}
+    row = {C.RUN_ID: run_id, C.SWEEP: str(run_dir.parent), "path": str(run_dir),
+           "experiment": summary.get("experiment"),
+           # status.json says what the run is doing now; summary.json may lag behind it.
+           C.STATUS: status.get("status") or summary.get("status"),
+           C.REASON: status.get("reason") if status else summary.get("reason"),
+           "step": status.get("step", summary.get("steps")), "updated": status.get("updated"),
+           "_coords": list(coords), "_need_config": not coords}
+    row.update(coords)
+    for domain, loss in (summary.get("final") or {}).items():
+        row[C.final(domain)] = loss
+    for key in SUMMARY_FIELDS:
+        row[key] = summary.get(key)
+    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files["metrics.jsonl"]}
+
+
+def _fill_coords_from_config(rows_paths, keys, problems: list[str]) -> None:
+    """A run that has not evaluated yet has no summary.json: take its coordinates from config.yaml."""
+    if not rows_paths:
+        return
+    import yaml  # only needed for runs without a summary yet
+
+    for row, path in rows_paths:
+        try:
+            cfg = yaml.safe_load((Path(path) / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError) as e:
+            problems.append(f"{path}: no summary.json and config.yaml unreadable ({e}); "
+                            "its grid cell shows as missing")
+            continue
+        for key in keys:
+            node = cfg
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                row[key] = node
+
+
+def _dedupe(runs: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
+    rank = runs[C.STATUS].map(STATUS_RANK).fillna(len(STATUS_RANK))
+    runs = runs.assign(_rank=rank).sort_values(["_rank", "updated"], ascending=[True, False], kind="stable")
+    dup = runs.duplicated(C.RUN_ID, keep="first")
+    for run_id in runs.loc[dup, C.RUN_ID]:
+        kept = runs.loc[runs[C.RUN_ID] == run_id].iloc[0]
+        problems.append(f"run {run_id} is in several sweeps; kept the copy in {kept[C.SWEEP]} ({kept[C.STATUS]})")
+    return runs.loc[~dup].drop(columns="_rank").sort_values([C.SWEEP, C.RUN_ID], kind="stable")
+
+
+def _tidy(col: pd.Series) -> pd.Series:
+    """One type per coordinate column (parquet needs it): numbers stay numbers, anything mixed becomes text."""
+    values = col.dropna()
+    if values.empty:
+        return col.astype(object)
+    if all(isinstance(v, bool) for v in values):
+        return col.astype("boolean")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return pd.to_numeric(col)
+    return col.map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype(object)
+
+
+def _curves_table(sources: list[dict], keep: set) -> pd.DataFrame:
+    cols: dict[str, list] = {C.RUN_ID: [], C.SWEEP: [], **{k: [] for k in CURVE_FIELDS}}
+    for src in sources:
+        if src["lines"] is None or (src[C.SWEEP], src[C.RUN_ID]) not in keep:
+            continue
+        rows = _jsonl(src["lines"])
+        for k in CURVE_FIELDS:
+            cols[k] += [r.get(k) for r in rows]
+        cols[C.RUN_ID] += [src[C.RUN_ID]] * len(rows)
+        cols[C.SWEEP] += [src[C.SWEEP]] * len(rows)
+    curves = pd.DataFrame(cols)
+    for k in ("step", "tokens", "loss", "lr"):
+        curves[k] = pd.to_numeric(curves[k], errors="coerce")
+    return curves
+
+
+def _jsonl(data: bytes) -> list[dict]:
+    lines = [ln for ln in data.split(b"\n") if ln.strip()]
+    try:  # one parse per file is several times faster than one per line
+        return json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:  # a torn last line from a run that is still writing: keep the good lines
+        out = []
+        for ln in lines:
+            try:
+                out.append(json.loads(ln))
+            except ValueError:
+                pass
+        return out
+
+
+def _column_order(cols, coords: list[str]) -> list[str]:
+    head = [C.RUN_ID, C.SWEEP, "experiment", C.STATUS, C.REASON, "step"]
+    finals = sorted(c for c in cols if c.startswith(C.FINAL_PREFIX))
+    rest = [c for c in cols if c not in head and c not in coords and c not in finals]
+    return head + coords + finals + rest
+
+
+def save_tables(sweep: Sweep, out_dir) -> list[Path]:
+    """Write runs and curves as CSV and parquet; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in (("runs", sweep.runs), ("curves", sweep.curves)):
+        df.to_csv(out / f"{name}.csv", index=False)
+        df.to_parquet(out / f"{name}.parquet", index=False)
+        paths += [out / f"{name}.csv", out / f"{name}.parquet"]
+    return paths
+
+
+def read_tables(out_dir, fmt: str = "parquet") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read back the runs and curves tables written by :func:`save_tables`."""
+    out = Path(out_dir)
+    read = pd.read_parquet if fmt == "parquet" else pd.read_csv
+    return read(out / f"runs.{fmt}"), read(out / f"curves.{fmt}")

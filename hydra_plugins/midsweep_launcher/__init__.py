@@ -1,0 +1,1 @@
+"""Hydra launchers of midsweep: ``midsweep_local`` and ``midsweep_slurm`` (conf/hydra/launcher/*.yaml)."""

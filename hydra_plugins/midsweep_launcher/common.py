@@ -1,0 +1,65 @@
+"""What both midsweep launchers do before launching: validate the grid, skip finished runs, preview."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+
+from midsweep.launch import manifest
+from midsweep.launch.compose import PointComposer
+from midsweep.launch.preview import Throughput, preview
+from midsweep.launch.sweep import Point, done_result, format_losses, load_function, preflight
+
+log = logging.getLogger("midsweep.launch")
+OPTIONS = ("preview", "skip_done", "run_config", "peak_tflops", "mfu")
+
+
+def split_options(params: dict) -> tuple[dict, dict]:
+    """(midsweep options, the rest) of a launcher's constructor arguments."""
+    return {k: params[k] for k in OPTIONS if k in params}, {k: v for k, v in params.items() if k not in OPTIONS}
+
+
+def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
+    """Validate every point (all errors at once) and log what happens to each."""
+    tic = time.perf_counter()
+    composer = PointComposer(launcher.hydra_context.config_loader, launcher.config)
+    points = preflight(job_overrides, composer.task_config, load_function(launcher.opts["run_config"]),
+                       skip_done=launcher.opts.get("skip_done", True), initial_index=initial_job_idx)
+    todo = sum(p.submit for p in points)
+    log.info(f"validated {len(points)} grid point(s) in {time.perf_counter() - tic:.2f}s: "
+             f"{todo} to launch, {len(points) - todo} skipped")
+    for p in points:
+        if p.action == "done":
+            log.info(f"\t#{p.index} {p.run_id} done, skipped: final {format_losses(done_result(p)['final'])}")
+        elif not p.submit:
+            log.info(f"\t#{p.index} {p.run_id} {p.action}, skipped: {p.reason}")
+    return points
+
+
+def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: str) -> list[JobReturn]:
+    o = launcher.opts
+    print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name))
+    return [returned(p, {"preview": p.action, "run_id": p.run_id}) for p in points]
+
+
+def returned(point: Point, value: Any, status: JobStatus = JobStatus.COMPLETED) -> JobReturn:
+    """A JobReturn for a point that ran elsewhere or not at all (Hydra's sweeper wants one per point)."""
+    return JobReturn(overrides=point.overrides, working_dir=str(point.run_dir), task_name=point.run_id,
+                     status=status, _return_value=value)
+
+
+def skipped(point: Point) -> JobReturn:
+    return returned(point, done_result(point))
+
+
+def write_manifests(points: list[Point], extra: dict[str, dict]) -> list[str]:
+    """One manifest per sweep directory (the parent of the run directories)."""
+    by_dir: dict = {}
+    for p in points:
+        if p.action == "duplicate":
+            continue
+        fields = extra.get(p.run_id, {})
+        by_dir.setdefault(p.run_dir.parent, {})[p.run_id] = manifest.entry(p.overrides, p.run_dir, p.action, **fields)
+    return [str(manifest.update(d, runs)) for d, runs in by_dir.items()]

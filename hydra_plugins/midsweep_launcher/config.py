@@ -1,0 +1,46 @@
+"""Config schemas of the midsweep launchers, registered under ``hydra/launcher``."""
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+
+@dataclass
+class MidsweepOptions:
+    preview: bool = False
+    """Dry run: print the grid, the jobs, what is skipped and the estimated cost; submit nothing."""
+    skip_done: bool = True
+    """Do not launch points whose run directory says ``done`` (their results are reported instead)."""
+    run_config: str = "midsweep.config.to_run_config"
+    """Function turning a point's composed config into a validated run config (run_id(), run_dir(), plan())."""
+    peak_tflops: float = 312.0
+    """Peak bf16 TFLOP/s of one GPU, for the GPU-hours estimate of the preview (A100: 312, H100: 989)."""
+    mfu: float = 0.35
+    """Assumed fraction of peak reached, for the GPU-hours estimate of the preview."""
+
+
+@dataclass
+class MidsweepLocalConf(MidsweepOptions):
+    _target_: str = "hydra_plugins.midsweep_launcher.local_launcher.MidsweepLocalLauncher"
+
+
+@dataclass
+class MidsweepSlurmConf(SlurmQueueConf, MidsweepOptions):
+    _target_: str = "hydra_plugins.midsweep_launcher.slurm_launcher.MidsweepSlurmLauncher"
+    max_num_timeout: int = 3
+    """Requeues allowed after a timeout (or, with timeout_min < 50, any preemption: submitit counts those as
+    timeouts). submitit_slurm's default 0 fails the job at the first preemption."""
+    wait: bool = True
+    """False: submit, write the sweep manifest and return at once (follow with ``midsweep status``)."""
+    srun_args: Optional[List[str]] = None
+    """Extra ``srun`` arguments (e.g. ["--cpu-bind=none"]); missing from hydra-submitit-launcher 1.2.0."""
+    python: Optional[str] = None
+    """Command that runs Python in the job (e.g. a container wrapper); default: this interpreter."""
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="midsweep_local", node=MidsweepLocalConf,
+                             provider="midsweep_launcher")
+ConfigStore.instance().store(group="hydra/launcher", name="midsweep_slurm", node=MidsweepSlurmConf,
+                             provider="midsweep_launcher")

@@ -1,0 +1,129 @@
+"""``midsweep_slurm``: hydra-submitit-launcher's SLURM launcher plus what a sweep needs.
+
+Before anything is submitted: every point is validated, finished runs are skipped, runs whose job is
+still queued or running are not submitted twice, and ``preview=true`` only prints the plan. Then the
+points go out as one job array; ``wait=false`` returns at once (the manifest tells ``midsweep status``
+which job runs which run). Adds the ``srun_args`` and ``python`` keys missing from the 1.2.0 release.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import OmegaConf
+
+from hydra_plugins.midsweep_launcher import common
+from midsweep.launch import manifest, slurm_state
+
+log = logging.getLogger("midsweep.launch")
+_EXTRA = ("wait", "srun_args", "python")
+_BASE_KEYS = set(OmegaConf.structured(BaseQueueConf).keys())
+
+
+class MidsweepSlurmLauncher(SlurmLauncher):
+    def __init__(self, **params: Any) -> None:
+        self.opts, rest = common.split_options(params)
+        extra = {k: rest.pop(k, None) for k in _EXTRA}
+        self.wait = True if extra["wait"] is None else bool(extra["wait"])
+        self.srun_args = list(extra["srun_args"]) if extra["srun_args"] else None
+        self.python = extra["python"]
+        super().__init__(**rest)
+
+    def check_resources(self) -> None:
+        p = self.params
+        gpus, tasks = p.get("gpus_per_node"), p.get("tasks_per_node") or 1
+        if gpus and tasks != gpus:
+            raise ValueError(f"hydra.launcher.tasks_per_node={tasks} but gpus_per_node={gpus}: midsweep runs one task "
+                             f"per GPU. Fix: set tasks_per_node={gpus}")
+        if p.get("max_num_timeout", 0) < 1:
+            log.warning("hydra.launcher.max_num_timeout=0: a preempted or timed-out job fails instead of resuming")
+        if p.get("timeout_min", 60) < 50:
+            log.warning(f"timeout_min={p.get('timeout_min')} < 50: submitit counts a preemption of a job that ran "
+                        f"long enough as a timeout, so max_num_timeout={p.get('max_num_timeout')} bounds "
+                        "timeouts and preemptions together")
+
+    def executor(self) -> Any:
+        import submitit  # lazy: plugin discovery stays fast
+
+        p = dict(self.params)
+        init = {"folder": p.pop("submitit_folder"), "slurm_max_num_timeout": p.pop("max_num_timeout")}
+        if self.python:
+            init["slurm_python"] = self.python
+        ex = submitit.AutoExecutor(cluster="slurm", **init)
+        params = {k if k in _BASE_KEYS else f"slurm_{k}": v for k, v in p.items()}
+        if self.srun_args:
+            params["slurm_srun_args"] = self.srun_args
+        ex.update_parameters(**params)
+        return ex
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None
+        self.check_resources()
+        points = common.plan(self, job_overrides, initial_job_idx)
+        if self.opts.get("preview"):
+            gpus = (self.params.get("gpus_per_node") or 0) * (self.params.get("nodes") or 1)
+            return common.show_preview(self, points, gpus, "midsweep_slurm")
+        self.skip_queued(points)
+        todo = [p for p in points if p.submit]
+        tic = time.perf_counter()
+        jobs = self.submit(todo) if todo else []
+        took = time.perf_counter() - tic
+        fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
+                             "submission_dir": str(self.config.hydra.sweep.dir)} for p, j in zip(todo, jobs)}
+        paths = common.write_manifests(points, fields)
+        log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s; manifest: {', '.join(paths)}")
+        job_of = {p.index: j for p, j in zip(todo, jobs)}
+        returns = []
+        for p in points:
+            job = job_of.get(p.index)
+            if job is None:
+                returns.append(common.skipped(p))
+            elif not self.wait:
+                returns.append(common.returned(p, {"run_id": p.run_id, "job_id": job.job_id, "action": p.action,
+                                                   "log": str(job.paths.stdout)}))
+            else:
+                returns.append(self.result(p, job))
+        if not self.wait:
+            dirs = sorted({str(p.run_dir.parent) for p in points})
+            log.info(f"not waiting (wait=false); follow with: midsweep status {' '.join(dirs)}")
+        return returns
+
+    def skip_queued(self, points: list) -> None:
+        """A run whose job from an earlier launch is still pending or running is not submitted again."""
+        wanted = [p for p in points if p.submit]
+        if not wanted:
+            return
+        jobs = {rid: e.get("job_id") for d in {p.run_dir.parent for p in wanted}
+                for rid, e in manifest.read(d)["runs"].items() if e.get("job_id")}
+        live = slurm_state.squeue(jobs.values())
+        for p in wanted:
+            job = live.get(str(jobs.get(p.run_id)))
+            if job and job["state"] in slurm_state.LIVE:
+                p.action, p.reason = "queued", f"job {jobs[p.run_id]} is still {job['state']}"
+                log.info(f"\t#{p.index} {p.run_id} not submitted again: {p.reason}")
+
+    def submit(self, todo: list) -> list:
+        ex = self.executor()
+        log.info(f"submitting {len(todo)} job(s) to SLURM; sweep dir {self.config.hydra.sweep.dir}")
+        state = Singleton.get_state()
+        args = []
+        for p in todo:
+            log.debug(f"\t#{p.index} {p.run_id}: {' '.join(filter_overrides(p.overrides))}")
+            args.append((p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}", state))
+        return ex.map_array(self, *zip(*args))
+
+    @staticmethod
+    def result(point: Any, job: Any) -> JobReturn:
+        """Rank 0's JobReturn; a job that died without one (SIGKILL, OOM, cancelled) becomes a failed return."""
+        try:
+            return job.results()[0]
+        except Exception as e:  # noqa: BLE001 - one lost job must not hide the others' results
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            error = RuntimeError(f"run {point.run_id} (SLURM job {job.job_id}) ended without a result: {first}; "
+                                 f"log: {job.paths.stderr}")
+            return common.returned(point, error, JobStatus.FAILED)

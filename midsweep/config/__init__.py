@@ -1,0 +1,53 @@
+"""Typed configs: one dataclass per Hydra group, registered with Hydra's ConfigStore.
+
+``conf/config.yaml`` starts from the ``midsweep_schema`` node (``RunConfig``), so every YAML value and
+command-line override is type-checked by OmegaConf; ``RunConfig.validate()`` then checks the values and
+lists every problem with its key and fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from midsweep.config.data import DataConfig, SourceConfig
+from midsweep.config.errors import ConfigError, Problem
+from midsweep.config.eval import EvalConfig
+from midsweep.config.mixture import MixtureConfig, StageConfig
+from midsweep.config.model import ModelConfig
+from midsweep.config.optim import OptimConfig
+from midsweep.config.posttrain import PosttrainConfig
+from midsweep.config.run import RunConfig, flatten
+from midsweep.config.train import TrainConfig
+
+GROUPS = {"model": ModelConfig, "data": DataConfig, "mixture": MixtureConfig, "optim": OptimConfig,
+          "train": TrainConfig, "eval": EvalConfig, "posttrain": PosttrainConfig}
+
+
+def register() -> None:
+    """Register the root schema and one schema per group (``<group>/schema``) with Hydra."""
+    store = ConfigStore.instance()
+    store.store(name="midsweep_schema", node=RunConfig)
+    for group, node in GROUPS.items():
+        store.store(group=group, name="schema", node=node)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """A composed Hydra config (``hydra`` node dropped) as a validated RunConfig; raises ConfigError."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), cfg))
+    # A key added with `+` that no dataclass declares would otherwise vanish silently (a typo).
+    known = set(flatten(dataclasses.asdict(run)))
+    unknown = [k for k in flatten(OmegaConf.to_container(cfg)) if k not in known]
+    if unknown:
+        raise ConfigError([Problem(k, "unknown key", "check the spelling against the dataclasses in midsweep/config/")
+                           for k in unknown])
+    return run.validate()
+
+
+register()
+
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "MixtureConfig", "ModelConfig", "OptimConfig",
+           "PosttrainConfig", "Problem", "RunConfig", "SourceConfig", "StageConfig", "TrainConfig",
+           "to_run_config", "GROUPS"]

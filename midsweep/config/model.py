@@ -1,0 +1,121 @@
+"""Model config: which architecture, how big, and which backend builds it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from midsweep.config.errors import Problem, require
+
+ARCHS = ("neox", "llama")
+BACKENDS = ("builtin", "hf")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Concrete transformer dimensions after presets and overrides are applied."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_ff: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+# (n_layers, d_model, n_heads). The 70m/160m/410m rows are the Pythia shapes.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "nano": (2, 64, 2),
+    "tiny": (4, 256, 4),
+    "70m": (6, 512, 8),
+    "160m": (12, 768, 12),
+    "410m": (24, 1024, 16),
+}
+
+
+def default_d_ff(arch: str, d_model: int) -> int:
+    """4*d for neox; for llama's SwiGLU (three matrices) 8/3*d rounded up to a multiple of 64,
+    which keeps the MLP parameter count equal to neox's."""
+    if arch == "llama":
+        return -(-(8 * d_model // 3) // 64) * 64
+    return 4 * d_model
+
+
+@dataclass
+class ModelConfig:
+    size: str = "tiny"
+    """Named preset: nano (2 layers, d 64, 2 heads; fast tests), tiny (4/256/4), 70m (6/512/8), 160m (12/768/12),
+    410m (24/1024/16). Explicit n_layers/d_model/n_heads/d_ff override the preset when set."""
+    arch: str = "neox"
+    """neox: LayerNorm, parallel attention+MLP residual, GELU MLP, 25% partial rotary, untied embeddings.
+    llama: RMSNorm, sequential residual, SwiGLU MLP, full rotary, no biases."""
+    backend: str = "builtin"
+    """builtin: midsweep's own plain-torch model. hf: a transformers GPTNeoX/Llama model (or a checkpoint)."""
+    n_layers: Optional[int] = None
+    """Override the preset's number of transformer blocks."""
+    d_model: Optional[int] = None
+    """Override the preset's residual width."""
+    n_heads: Optional[int] = None
+    """Override the preset's number of attention heads (must divide d_model)."""
+    d_ff: Optional[int] = None
+    """Override the MLP hidden width (default 4*d_model for neox, ~8/3*d_model for llama)."""
+    seq_len: int = 256
+    """Context length used for training and eval; the model accepts inputs up to this length."""
+    rope_theta: float = 10000.0
+    """Rotary embedding base."""
+    init_std: float = 0.02
+    """Std of the normal init of weight matrices and embeddings."""
+    hf_name_or_path: Optional[str] = None
+    """backend=hf: a pretrained checkpoint (hub name or local dir), e.g. EleutherAI/pythia-160m. None builds a
+    randomly initialised model of the preset shape."""
+    hf_revision: Optional[str] = None
+    """backend=hf: checkpoint revision, e.g. step143000 for a Pythia intermediate checkpoint."""
+
+    def resolved(self) -> ModelShape:
+        """The concrete shape: preset values with explicit overrides applied. Call after problems() is empty."""
+        n_layers, d_model, n_heads = SIZES[self.size]
+        n_layers = self.n_layers if self.n_layers is not None else n_layers
+        d_model = self.d_model if self.d_model is not None else d_model
+        n_heads = self.n_heads if self.n_heads is not None else n_heads
+        d_ff = self.d_ff if self.d_ff is not None else default_d_ff(self.arch, d_model)
+        return ModelShape(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff)
+
+    def problems(self, prefix: str = "model") -> list[Problem]:
+        p: list[Problem] = []
+        require(p, self.size in SIZES, f"{prefix}.size", f"unknown size {self.size!r}",
+                f"use one of {', '.join(SIZES)} (or set n_layers/d_model/n_heads explicitly)")
+        require(p, self.arch in ARCHS, f"{prefix}.arch", f"unknown arch {self.arch!r}",
+                f"use one of {', '.join(ARCHS)}")
+        require(p, self.backend in BACKENDS, f"{prefix}.backend", f"unknown backend {self.backend!r}",
+                f"use one of {', '.join(BACKENDS)}")
+        for key in ("n_layers", "d_model", "n_heads", "d_ff", "seq_len"):
+            value = getattr(self, key)
+            require(p, value is None or (isinstance(value, int) and value > 0), f"{prefix}.{key}",
+                    f"must be a positive integer, got {value!r}", f"set {key} to an integer >= 1"
+                    + (" or null to use the preset" if key != "seq_len" else ""))
+        require(p, self.rope_theta > 0, f"{prefix}.rope_theta", f"must be > 0, got {self.rope_theta}",
+                "use e.g. 10000.0")
+        require(p, self.init_std > 0, f"{prefix}.init_std", f"must be > 0, got {self.init_std}", "use e.g. 0.02")
+        require(p, self.hf_revision is None or self.hf_name_or_path is not None, f"{prefix}.hf_revision",
+                "is set but hf_name_or_path is not", "set hf_name_or_path to the checkpoint, or hf_revision: null")
+        require(p, self.hf_name_or_path is None or self.backend == "hf", f"{prefix}.hf_name_or_path",
+                f"a checkpoint needs backend=hf, got backend={self.backend!r}", "set backend: hf")
+        if p:  # the shape checks below need a valid preset and positive dims
+            return p
+        shape = self.resolved()
+        require(p, shape.d_model % shape.n_heads == 0, f"{prefix}.n_heads",
+                f"d_model={shape.d_model} is not divisible by n_heads={shape.n_heads}",
+                "pick n_heads that divides d_model (e.g. d_model/64)")
+        if shape.d_model % shape.n_heads == 0:
+            # rotary rotates pairs of channels, so the rotated part of a head must be even
+            rot = rotary_dim(self.arch, shape.head_dim)
+            require(p, rot >= 2 and rot % 2 == 0, f"{prefix}.n_heads",
+                    f"head_dim={shape.head_dim} leaves an odd or empty rotary part ({rot} channels) for arch "
+                    f"{self.arch}", "make d_model/n_heads a multiple of 8")
+        return p
+
+
+def rotary_dim(arch: str, head_dim: int) -> int:
+    """Channels of each head that get rotary embeddings: 25% for neox (Pythia), all for llama."""
+    return head_dim // 4 if arch == "neox" else head_dim

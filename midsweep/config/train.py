@@ -1,0 +1,64 @@
+"""Training run config: length, batch, precision, seeding, checkpoints, output location."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from midsweep.config.errors import Problem, require
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    tokens: int = 1_048_576
+    """Training tokens of the main phases (pretraining + midtraining), all domains together."""
+    global_batch: int = 32
+    """Sequences per optimizer step, across all ranks and accumulation steps."""
+    micro_batch: int = 16
+    """Sequences per forward/backward on one device; global_batch / (micro_batch * ranks) is the accumulation."""
+    seed: int = 0
+    """Seeds the model init and the data order (the domain of sample i is a function of (seed, i))."""
+    precision: str = "bf16"
+    """``bf16`` (autocast, GPU and CPU) or ``fp32``."""
+    compile: bool = False
+    """torch.compile the model (helps on GPU; on CPU it only adds compile time)."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+    out_dir: str = "runs/${name}"
+    """Sweep directory: each run writes ``out_dir/<run_id>``, the id being a hash of the resolved config."""
+    checkpoint_every: int = 200
+    """Steps between periodic checkpoints (0: only at pinned steps and the end)."""
+    keep_last: int = 2
+    """Periodic checkpoints kept (pinned ones are always kept)."""
+    pin_steps: list[int] = field(default_factory=list)
+    """Extra steps whose checkpoints are kept forever (fork points); phase boundaries are pinned too."""
+    init_from: Optional[str] = None
+    """Start the weights from another run's checkpoint: a run directory (its newest checkpoint) or a
+    ``checkpoints/step_XXXXXXXX`` directory. The optimizer and data order start fresh (continual pretraining)."""
+    log_every: int = 10
+    """Steps between training-loss rows in train.jsonl."""
+    progress: bool = True
+    """Show a progress bar with loss, tokens/s and ETA."""
+    deterministic: bool = True
+    """Ask torch for deterministic kernels, so a resumed run equals an uninterrupted one bitwise on CPU."""
+
+    def problems(self, prefix: str = "train") -> list[Problem]:
+        out: list[Problem] = []
+        require(out, self.tokens > 0, f"{prefix}.tokens", f"tokens={self.tokens} is not positive",
+                "give the training length in tokens, e.g. 1048576")
+        require(out, self.global_batch > 0, f"{prefix}.global_batch", "not positive", "use a positive batch")
+        require(out, self.micro_batch > 0, f"{prefix}.micro_batch", "not positive", "use a positive micro batch")
+        require(out, self.micro_batch <= 0 or self.global_batch % self.micro_batch == 0, f"{prefix}.global_batch",
+                f"global_batch {self.global_batch} is not divisible by micro_batch {self.micro_batch}",
+                "make global_batch a multiple of micro_batch x number of ranks")
+        require(out, self.precision in PRECISIONS, f"{prefix}.precision", f"unknown precision {self.precision!r}",
+                "use bf16 or fp32")
+        require(out, self.device in DEVICES, f"{prefix}.device", f"unknown device {self.device!r}",
+                "use auto, cpu or cuda")
+        require(out, self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "negative", "use 0 or more steps")
+        require(out, self.keep_last >= 1, f"{prefix}.keep_last", f"keep_last={self.keep_last}",
+                "keep at least the last checkpoint (1)")
+        require(out, self.log_every >= 1, f"{prefix}.log_every", "must be >= 1", "use e.g. 10")
+        return out

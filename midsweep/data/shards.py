@@ -1,0 +1,238 @@
+"""Tokenize each domain once into memory-mapped token shards, cached on disk under a fingerprint.
+
+Layout of ``<cache>/shards/<domain>-<fingerprint>/``: ``train.bin`` and ``heldout.bin`` (token ids, every
+document followed by EOS), ``train.mask.bin``/``heldout.mask.bin`` (uint8 loss mask, only for prompt/response
+sources) and ``meta.json``. A shard directory is built under a tmp name and renamed into place while a file
+lock is held, so concurrent SLURM tasks or ranks build it once and everyone else reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from midsweep.config.data import DataConfig, SourceConfig, resolve_cache_dir
+from midsweep.config.errors import raise_if_any
+from midsweep.data.corpora import file_lock
+from midsweep.data.sources import DataSourceError, Document, fingerprint_inputs, iter_documents
+from midsweep.data.tokenizers import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+PREPROCESS_VERSION = 1
+"""Bump when the shard format or document handling changes; old shards are then rebuilt."""
+
+_ENCODE_BATCH = 512  # documents per tokenizer call (HF fast tokenizers encode a batch in parallel)
+_FLUSH_TOKENS = 1 << 22  # tokens buffered per split before writing to disk
+
+
+@dataclass
+class TokenSplit:
+    """One split (train or heldout) of one domain, memory-mapped."""
+
+    tokens: np.ndarray
+    """1-D token ids (uint16, or uint32 for vocabularies over 65536); each document is followed by EOS."""
+    loss_mask: np.ndarray | None = None
+    """Same length, uint8: 0 on prompt tokens of prompt/response documents. None means all ones."""
+    num_documents: int = 0
+
+    def num_sequences(self, seq_len: int) -> int:
+        """Non-overlapping training sequences of ``seq_len`` (each reads ``seq_len + 1`` tokens)."""
+        return max(0, (len(self.tokens) - 1) // seq_len)
+
+    def sequence(self, i: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens ``[i*L, i*L + L + 1)`` as int64 and the matching uint8 loss mask (input x[:-1], target x[1:])."""
+        if not 0 <= i < self.num_sequences(seq_len):
+            raise IndexError(f"sequence {i} out of range: this split has {self.num_sequences(seq_len)} of length {seq_len}")
+        window = slice(i * seq_len, i * seq_len + seq_len + 1)
+        x = np.asarray(self.tokens[window], dtype=np.int64)
+        mask = np.ones(seq_len + 1, np.uint8) if self.loss_mask is None else np.array(self.loss_mask[window])
+        return x, mask
+
+
+@dataclass
+class DomainData:
+    name: str
+    train: TokenSplit
+    heldout: TokenSplit
+    fingerprint: str
+    """Hash of the source config (and file stats), tokenizer and PREPROCESS_VERSION."""
+    path: Path
+    """Shard directory."""
+    cache_hit: bool
+    """True if the shards were reused from disk."""
+    meta: dict = field(default_factory=dict)
+    """Contents of ``meta.json``: token and document counts, dtype, fingerprint inputs."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def fingerprint(name: str, source: SourceConfig, tokenizer: Tokenizer) -> tuple[str, dict]:
+    """(fingerprint, the inputs it hashes) for a domain's shards."""
+    inputs = {
+        "data": fingerprint_inputs(source, name),
+        "tokenizer": {"name": tokenizer.name, "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
+                      "files_mtime_ns": _dir_mtime(tokenizer.name)},
+        "preprocess_version": PREPROCESS_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest, inputs
+
+
+def _dir_mtime(path: str) -> int | None:
+    """Newest mtime among a local tokenizer directory's files (so edited tokenizer files rebuild shards)."""
+    if not os.path.isdir(path):
+        return None
+    return max((e.stat().st_mtime_ns for e in os.scandir(path) if e.is_file()), default=None)
+
+
+def prepare_domain(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_dir: str | Path) -> DomainData:
+    """Token shards of one domain: reused from ``cache_dir`` if present, else tokenized once and cached."""
+    root = resolve_cache_dir(str(cache_dir))
+    fp, inputs = fingerprint(name, source, tokenizer)
+    path = root / "shards" / f"{name}-{fp}"
+    if (path / "meta.json").exists():
+        return _open(name, path, cache_hit=True)
+    with file_lock(path.parent / f".{path.name}.lock"):
+        if (path / "meta.json").exists():  # built by another process while we waited
+            return _open(name, path, cache_hit=True)
+        tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            meta = _build(name, source, tokenizer, root, tmp)
+            meta.update(name=name, fingerprint=fp, fingerprint_inputs=inputs)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            shutil.rmtree(path, ignore_errors=True)  # a half-made directory without meta.json
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _open(name, path, cache_hit=False)
+
+
+def prepare_domains(cfg: DataConfig, names: list[str] | None = None) -> dict[str, DomainData]:
+    """Validate ``cfg``, load its tokenizer once, and prepare the named domains (default: all)."""
+    raise_if_any(cfg.problems())
+    names = list(cfg.domains) if names is None else list(names)
+    unknown = [n for n in names if n not in cfg.domains]
+    if unknown:
+        raise ValueError(f"unknown domain(s) {unknown}; data.domains has {list(cfg.domains)}. "
+                         "Fix: use one of those names or add the domain under data.domains")
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    return {n: prepare_domain(n, cfg.domains[n], tokenizer, cfg.cache_dir) for n in names}
+
+
+class _SplitWriter:
+    """Appends documents' tokens (and loss mask) to ``<split>.bin`` / ``<split>.mask.bin`` in large writes."""
+
+    def __init__(self, directory: Path, split: str, dtype: np.dtype, eos_id: int, with_mask: bool):
+        self.dtype, self.eos = dtype, np.array([eos_id], dtype)
+        self.tok_fh = open(directory / f"{split}.bin", "wb")
+        self.mask_fh = open(directory / f"{split}.mask.bin", "wb") if with_mask else None
+        self.toks: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.buffered = self.tokens = self.documents = 0
+
+    def add(self, prompt_ids, text_ids) -> None:
+        p, t = np.asarray(prompt_ids, self.dtype), np.asarray(text_ids, self.dtype)
+        self.toks += [p, t, self.eos]
+        if self.mask_fh:
+            self.masks += [np.zeros(len(p), np.uint8), np.ones(len(t) + 1, np.uint8)]
+        n = len(p) + len(t) + 1
+        self.buffered += n
+        self.tokens += n
+        self.documents += 1
+        if self.buffered >= _FLUSH_TOKENS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.toks:
+            np.concatenate(self.toks).tofile(self.tok_fh)
+        if self.masks:
+            np.concatenate(self.masks).tofile(self.mask_fh)
+        self.toks, self.masks, self.buffered = [], [], 0
+
+    def close(self) -> dict:
+        self.flush()
+        self.tok_fh.close()
+        if self.mask_fh:
+            self.mask_fh.close()
+        return {"tokens": self.tokens, "documents": self.documents}
+
+
+def _batched(docs: Iterable[Document], size: int) -> Iterable[list[Document]]:
+    batch: list[Document] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _build(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path, out: Path) -> dict:
+    """Stream the source's documents into ``out``: the first ``heldout_documents`` to heldout, the rest to train."""
+    start = time.time()
+    dtype, pair = token_dtype(tokenizer.vocab_size), source.prompt_field is not None
+    heldout = _SplitWriter(out, "heldout", dtype, tokenizer.eos_id, pair)
+    train = _SplitWriter(out, "train", dtype, tokenizer.eos_id, pair)
+    heldout_hashes: set[bytes] = set()  # train never sees a copy of a held-out document
+    duplicates = 0
+    for batch in _batched(iter_documents(source, root, name), _ENCODE_BATCH):
+        texts = tokenizer.encode_batch([d.text for d in batch])
+        prompts = tokenizer.encode_batch([d.prompt for d in batch]) if pair else [()] * len(batch)
+        for doc, p, t in zip(batch, prompts, texts):
+            key = hashlib.blake2b((doc.prompt + "\0" + doc.text).encode("utf-8", "replace"), digest_size=16).digest()
+            if heldout.documents < source.heldout_documents:
+                heldout_hashes.add(key)
+                heldout.add(p, t)
+            elif key in heldout_hashes:
+                duplicates += 1
+            else:
+                train.add(p, t)
+    counts = {"heldout": heldout.close(), "train": train.close()}
+    if counts["heldout"]["documents"] == 0:
+        raise DataSourceError(f"domain {name!r}: the source has no non-empty documents. Fix: check "
+                              f"data.domains.{name} (name, data_files, text_field, split)")
+    if counts["train"]["documents"] == 0:
+        raise DataSourceError(
+            f"domain {name!r}: all {counts['heldout']['documents']} documents went to the held-out split. Fix: lower "
+            f"data.domains.{name}.heldout_documents (now {source.heldout_documents}) or add data")
+    share = counts["heldout"]["documents"] / (counts["heldout"]["documents"] + counts["train"]["documents"])
+    if share > 0.25:
+        log.warning("domain %s: %.0f%% of documents are held out; consider lowering heldout_documents", name, 100 * share)
+    log.info("domain %s: %d train / %d heldout tokens in %.1fs", name, counts["train"]["tokens"],
+             counts["heldout"]["tokens"], time.time() - start)
+    return {**counts, "dtype": dtype.name, "has_mask": pair, "duplicates_dropped": duplicates,
+            "preprocess_version": PREPROCESS_VERSION, "build_seconds": round(time.time() - start, 3)}
+
+
+def _open(name: str, path: Path, cache_hit: bool) -> DomainData:
+    meta = json.loads((path / "meta.json").read_text())
+    dtype = np.dtype(meta["dtype"])
+    splits = {}
+    for split in ("train", "heldout"):
+        n = meta[split]["tokens"]
+        tokens = _memmap(path / f"{split}.bin", dtype, n)
+        mask = _memmap(path / f"{split}.mask.bin", np.dtype(np.uint8), n) if meta["has_mask"] else None
+        splits[split] = TokenSplit(tokens, mask, meta[split]["documents"])
+    return DomainData(name, splits["train"], splits["heldout"], meta["fingerprint"], path, cache_hit, meta)
+
+
+def _memmap(file: Path, dtype: np.dtype, count: int) -> np.ndarray:
+    size = file.stat().st_size if file.exists() else -1
+    if size != count * dtype.itemsize:
+        raise DataSourceError(f"corrupt token shard {file}: {size} bytes, expected {count * dtype.itemsize}. "
+                              f"Fix: delete {file.parent} and rerun to rebuild it")
+    return np.memmap(file, dtype=dtype, mode="r") if count else np.zeros(0, dtype)

@@ -1,0 +1,65 @@
+"""SIGUSR2 (SLURM timeout warning, preemption, ``scancel --signal=USR2``) as a flag the training loop polls.
+
+submitit installs a SIGUSR2 handler in every task that checkpoints the submission, runs ``scontrol requeue``
+and exits. Acting at an arbitrary point of a training step would lose work, so ``install()`` keeps
+submitit's handler aside and replaces it by one that only records the signal. The loop checks
+``requested()`` at step boundaries (all-reducing it so every rank stops at the same step), saves a
+checkpoint, marks the run ``requeued`` and calls ``checkpointed()``, which hands over to submitit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
+
+EXIT_INTERRUPTED = 75
+"""Exit status of ``checkpointed()`` outside submitit (EX_TEMPFAIL): the checkpoint is on disk and the same
+command resumes the run."""
+RANK_WAIT_S = 120
+"""How long a rank > 0 waits for SLURM to end the requeued job before it exits by itself."""
+
+
+class Interrupt:
+    def __init__(self, previous: Any):
+        self._previous = previous
+        self._requested = False
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self._requested:
+            log.warning("received %s: will checkpoint and requeue at the next step boundary",
+                        signal.Signals(signum).name)
+        self._requested = True
+
+    def requested(self) -> bool:
+        """True once this rank has received SIGUSR2 since ``install()``."""
+        return self._requested
+
+    def checkpointed(self) -> None:
+        """Call on every rank once the checkpoint is on disk and status.json says ``requeued``. Never returns.
+
+        Under submitit, rank 0 runs submitit's handler (checkpoint the submission, ``scontrol requeue``,
+        exit); ranks > 0 let SLURM end them when the job is requeued, exiting by themselves after
+        RANK_WAIT_S (a non-zero exit could make srun kill rank 0 before it requeued). Outside submitit the
+        process exits with EXIT_INTERRUPTED."""
+        handler: Optional[Callable] = self._previous if callable(self._previous) else None
+        if handler is None:
+            log.warning("checkpoint saved; no scheduler to requeue this process: exiting with %d", EXIT_INTERRUPTED)
+            sys.exit(EXIT_INTERRUPTED)
+        handler(signal.SIGUSR2, None)  # rank 0: requeues and raises SystemExit; others return at once
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # submitit ignores SIGTERM; the requeue sends it
+        deadline = time.monotonic() + RANK_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+        os._exit(0)
+
+
+def install() -> Interrupt:
+    """Route SIGUSR2 to a flag; call once per process, from the main thread, before training starts."""
+    interrupt = Interrupt(signal.getsignal(signal.SIGUSR2))
+    signal.signal(signal.SIGUSR2, interrupt._on_signal)
+    return interrupt

@@ -1,0 +1,47 @@
+"""Dry run of a sweep: the grid, the jobs, what would be skipped, and the estimated cost."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from midsweep.launch.sweep import Point
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How fast a GPU is assumed to train, to turn FLOPs into GPU-hours (launcher keys peak_tflops, mfu)."""
+
+    peak_tflops: float = 312.0
+    """Peak dense bf16 TFLOP/s of one GPU (A100: 312, H100 SXM: 989)."""
+    mfu: float = 0.35
+    """Fraction of peak a small LM training run reaches (model FLOPs utilisation)."""
+
+    def gpu_hours(self, flops: float) -> float:
+        return flops / (self.peak_tflops * 1e12 * self.mfu) / 3600
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "") -> str:
+    """A table of every point and the totals of the points that would be submitted."""
+    todo = [p for p in points if p.submit]
+    plans = {p.index: p.run.plan() for p in todo}
+    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'FLOPs':>9}  overrides / reason"]
+    for p in points:
+        plan = plans.get(p.index)
+        tokens, flops = (_num(plan["tokens"]), _num(plan["flops"])) if plan else ("-", "-")
+        extra = f"  ({p.reason})" if p.reason else ""
+        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {flops:>9}  "
+                    f"{' '.join(p.overrides)}{extra}")
+    tokens = sum(plan["tokens"] for plan in plans.values())
+    flops = sum(plan["flops"] for plan in plans.values())
+    skipped = len(points) - len(todo)
+    rows += ["",
+             f"{len(points)} point(s); {len(todo)} job(s) to submit{f' with {launcher}' if launcher else ''}, "
+             f"{skipped} skipped (done or duplicate)",
+             f"estimated: {_num(tokens)} tokens, {_num(flops)} FLOPs, {throughput.gpu_hours(flops):.3g} GPU-hours "
+             f"(at {throughput.mfu:.0%} of {throughput.peak_tflops:g} TFLOP/s per GPU; "
+             f"hydra.launcher.peak_tflops / mfu), {gpus_per_job} GPU(s) per job",
+             "preview only: nothing was submitted (drop hydra.launcher.preview=true to launch)"]
+    return "\n".join(rows)

@@ -1,0 +1,117 @@
+"""Pre-flight of a sweep: validate every grid point, find its run directory and decide what to do with it.
+
+Nothing is submitted unless every point is valid; all invalid points are reported in one error.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from midsweep.config.errors import ConfigError, Problem
+from midsweep.launch import rundir
+
+NEW, DONE, RESUME, RERUN, DUPLICATE = "new", "done", "resume", "rerun", "duplicate"
+"""What the launcher does with a point: submit it (new / resume from its checkpoint / rerun after a failure),
+or not (done: finished before; duplicate: another point of the grid has the same run id)."""
+
+
+@dataclass
+class Point:
+    index: int
+    overrides: list[str]
+    run_id: str
+    run_dir: Path
+    action: str
+    reason: str = ""
+    run: Any = field(default=None, repr=False)
+    """The validated run config (``midsweep.config.RunConfig``)."""
+
+    @property
+    def submit(self) -> bool:
+        return self.action in (NEW, RESUME, RERUN)
+
+
+class InvalidSweep(ConfigError):
+    """Some grid points are invalid; lists every problem of every point."""
+
+    def __init__(self, invalid: list[tuple[list[str], list[Problem]]], total: int):
+        self.invalid = invalid
+        super().__init__([p for _, problems in invalid for p in problems])
+        lines = [f"{len(invalid)} of {total} grid point(s) are invalid; nothing was submitted:"]
+        for overrides, problems in invalid:
+            lines.append(f"  point [{' '.join(overrides) or '(no overrides)'}]:")
+            lines += [f"    - {p}" for p in problems]
+        self.args = ("\n".join(lines),)
+
+
+def load_function(dotted: str) -> Callable:
+    """``package.module.function`` -> the function (the launcher's ``run_config`` key)."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _problems(error: Exception) -> list[Problem]:
+    if isinstance(error, ConfigError):
+        return error.problems
+    key = str(getattr(error, "full_key", "") or "config")
+    message = str(error).splitlines()[0]
+    return [Problem(key, message, "check the spelling and type of the override")]
+
+
+def action_for(run_dir: Path) -> tuple[str, str]:
+    """What a (re)launch does with an existing run directory, and why."""
+    st = rundir.status(run_dir)
+    if st is None:
+        return NEW, ""
+    state = st.get("status")
+    if state == "done":
+        return DONE, "finished before"
+    step = rundir.latest_checkpoint(run_dir)
+    if state == "failed":
+        return RERUN, f"failed before: {st.get('reason') or '?'}"
+    if step is not None:
+        return RESUME, f"resumes from step {step}"
+    return RERUN, f"was {state} without a checkpoint"
+
+
+def preflight(job_overrides: Sequence[Sequence[str]], task_config: Callable, to_run_config: Callable,
+              skip_done: bool = True, initial_index: int = 0) -> list[Point]:
+    """Validate every point (raising InvalidSweep listing all invalid ones) and decide each point's action."""
+    points: list[Point] = []
+    invalid: list[tuple[list[str], list[Problem]]] = []
+    seen: dict[str, int] = {}
+    for i, overrides in enumerate(job_overrides):
+        overrides = list(overrides)
+        try:
+            run = to_run_config(task_config(overrides))
+        except (ConfigError, OmegaConfBaseException, HydraException) as e:  # collected, then raised at once
+            invalid.append((overrides, _problems(e)))
+            continue
+        run_id, run_dir = run.run_id(), Path(os.path.abspath(run.run_dir()))
+        if run_id in seen:
+            action, reason = DUPLICATE, f"same run as point #{seen[run_id]}"
+        else:
+            seen[run_id] = initial_index + i
+            action, reason = action_for(run_dir)
+            if action == DONE and not skip_done:
+                action, reason = RERUN, "finished before; skip_done=false"
+        points.append(Point(initial_index + i, overrides, run_id, run_dir, action, reason, run))
+    if invalid:
+        raise InvalidSweep(invalid, len(job_overrides))
+    return points
+
+
+def done_result(point: Point) -> dict:
+    """What the launcher reports for a point it skipped."""
+    return {"run_id": point.run_id, "run_dir": str(point.run_dir), "skipped": point.action,
+            "reason": point.reason, "final": rundir.final_losses(point.run_dir)}
+
+
+def format_losses(losses: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in losses.items())

@@ -1,0 +1,151 @@
+"""Mixture and learning-rate schedules: pure functions of the optimizer step.
+
+Two runs whose configs agree up to step t get the same weights and learning rates up to t, which is what
+lets a forked run and an unforked one see identical data and updates before the fork.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from midsweep.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: int
+    """Step at which the blend from the previous weights begins."""
+    end: int
+    """Step at which these weights are fully on (start + ramp)."""
+    weights: dict
+    """Domain -> weight."""
+    phase: str
+    """Phase label from ``start`` on."""
+
+
+class MixtureSchedule:
+    """Domain weights and phase at every step, compiled from the mixture and post-training configs."""
+
+    def __init__(self, run: RunConfig):
+        mix, n = run.mixture, run.main_steps
+        segments = [Segment(0, 0, dict(mix.base_weights), "pretrain")]
+
+        def add(start: int, ramp: int, weights: dict, phase: str) -> None:
+            segments.append(Segment(start, start + ramp, weights, phase))
+
+        if mix.kind in ("introduce", "continued"):
+            start = run.to_step(mix.introduce_at)
+            keep = (1.0 - mix.weight) if mix.kind == "introduce" else mix.replay
+            mixed = {d: w * keep for d, w in mix.base_weights.items()}
+            mixed[mix.domain] = mix.weight if mix.kind == "introduce" else 1.0 - mix.replay
+            ramp = run.to_step(mix.ramp) if mix.unit == "fraction" else int(mix.ramp) // run.tokens_per_step
+            add(start, ramp, mixed, "midtrain" if mix.kind == "introduce" else "continued")
+            if mix.kind == "introduce" and mix.until is not None:
+                add(run.to_step(mix.until), 0, dict(mix.base_weights), "pretrain")
+        elif mix.kind == "upsample_end":
+            add(n - int(round(mix.upsample_fraction * n)), 0, dict(mix.upsample_weights), "upsample")
+        elif mix.kind == "stages":
+            for stage in mix.stages:
+                ramp = run.to_step(stage.ramp) if mix.unit == "fraction" else int(stage.ramp) // run.tokens_per_step
+                add(run.to_step(stage.start), ramp, dict(stage.weights), stage.name)
+        if run.posttrain.enabled:
+            add(n, 0, {run.posttrain.domain: 1.0}, "posttrain")
+        # A segment starting at step 0 replaces the base mix (e.g. introduction at time 0).
+        while len(segments) > 1 and segments[1].start == 0 and segments[1].end == 0:
+            segments.pop(0)
+        self.segments = segments
+        self.domains = sorted({d for s in segments for d in s.weights})
+
+    def weights_at(self, step: int) -> dict:
+        """Domain -> weight at ``step`` (linear blend inside a ramp)."""
+        current = self.segments[0].weights
+        for seg in self.segments[1:]:
+            if step < seg.start:
+                break
+            if step < seg.end:
+                a = (step - seg.start) / (seg.end - seg.start)
+                names = set(current) | set(seg.weights)
+                current = {d: (1 - a) * current.get(d, 0.0) + a * seg.weights.get(d, 0.0) for d in names}
+            else:
+                current = seg.weights
+        return {d: w for d, w in current.items() if w > 0}
+
+    def vector_at(self, step: int) -> np.ndarray:
+        """Weights at ``step`` in the order of ``self.domains``."""
+        w = self.weights_at(step)
+        return np.array([w.get(d, 0.0) for d in self.domains])
+
+    def phase_at(self, step: int) -> str:
+        phase = self.segments[0].phase
+        for seg in self.segments[1:]:
+            if step >= seg.start:
+                phase = seg.phase
+        return phase
+
+    def boundaries(self) -> list[int]:
+        """Steps at which a new phase starts (after step 0)."""
+        return sorted({s.start for s in self.segments if s.start > 0})
+
+
+def _decay(shape: str, progress: float) -> float:
+    """Fraction of the way from the peak (1) to the floor (0) still left at ``progress`` in [0, 1]."""
+    progress = min(max(progress, 0.0), 1.0)
+    if shape == "linear":
+        return 1.0 - progress
+    if shape == "sqrt":
+        return 1.0 - math.sqrt(progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _warmup_decay(step: int, start: int, end: int, warmup: int, peak: float, floor: float, begin: float,
+                  shape: str = "cosine") -> float:
+    """Linear warmup from ``begin`` to ``peak`` over ``warmup`` steps after ``start``, then decay to ``floor`` at ``end``."""
+    t = step - start
+    if t < warmup:
+        return begin + (peak - begin) * (t + 1) / warmup
+    return floor + (peak - floor) * _decay(shape, (t - warmup) / max(1, end - start - warmup))
+
+
+class LRSchedule:
+    """Learning rate at every step: the main schedule, the phase-boundary policy, then post-training."""
+
+    def __init__(self, run: RunConfig, mixture: MixtureSchedule):
+        o = run.optim
+        self.optim, self.n = o, run.main_steps
+        self.warmup = int(round(o.warmup * self.n))
+        self.floor = o.lr * o.min_lr_ratio
+        starts = [b for b in mixture.boundaries() if b < self.n]
+        self.boundary = starts[0] if starts and o.boundary != "continue" else None
+        self.post = run.posttrain if run.posttrain.enabled else None
+        self.post_steps = run.posttrain_steps
+
+    def base(self, step: int) -> float:
+        """The main schedule without boundary policy."""
+        o, n = self.optim, self.n
+        if step < self.warmup:
+            return o.lr * (step + 1) / self.warmup
+        if o.schedule == "constant":
+            return o.lr
+        if o.schedule == "wsd":
+            decay_start = n - int(round(o.decay_fraction * n))
+            if step < decay_start:
+                return o.lr
+            return self.floor + (o.lr - self.floor) * _decay(o.decay_shape, (step - decay_start) / max(1, n - decay_start))
+        return _warmup_decay(step, 0, n, self.warmup, o.lr, self.floor, 0.0)
+
+    def __call__(self, step: int) -> float:
+        if step >= self.n:
+            p = self.post
+            warm = int(round(p.warmup * self.post_steps))
+            return _warmup_decay(step, self.n, self.n + self.post_steps, warm, p.lr, p.lr * p.min_lr_ratio, 0.0)
+        b, o = self.boundary, self.optim
+        if b is None or step < b:
+            return self.base(step)
+        at_boundary = self.base(b - 1) if b > 0 else 0.0
+        if o.boundary == "cooldown":
+            return self.floor + (at_boundary - self.floor) * _decay(o.decay_shape, (step - b) / max(1, self.n - b))
+        peak = o.rewarm_lr or o.lr
+        warm = int(round(o.rewarm_warmup * self.n))
+        return _warmup_decay(step, b, self.n, warm, peak, peak * o.min_lr_ratio, at_boundary)

@@ -1,0 +1,4 @@
+"""``python -m midsweep.train`` runs the Hydra app (midsweep/app.py)."""
+from midsweep.app import main
+
+main()

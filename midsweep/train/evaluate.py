@@ -1,0 +1,29 @@
+"""Per-domain held-out loss, split across ranks and summed exactly."""
+from __future__ import annotations
+
+import torch
+
+from midsweep.train.batches import loss_sum, to_tensors
+
+
+@torch.no_grad()
+def heldout_loss(model, split, seq_len: int, max_tokens: int, batch: int, accelerator) -> float:
+    """Mean next-token loss (nats) over the first ``max_tokens`` held-out tokens of one domain.
+
+    Prompt/response domains count response tokens only. Every rank evaluates a strided share of the
+    sequences; sums are reduced so the result does not depend on the number of ranks.
+    """
+    n = max(1, min(split.num_sequences(seq_len), max_tokens // seq_len))
+    mine = list(range(accelerator.process_index, n, accelerator.num_processes))
+    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    model.eval()
+    for start in range(0, len(mine), batch):
+        seqs, masks = zip(*(split.sequence(i, seq_len) for i in mine[start:start + batch]))
+        x, y, m = to_tensors(seqs, masks if split.loss_mask is not None else None, accelerator.device)
+        with accelerator.autocast():
+            logits = model(x)
+        totals[0] += loss_sum(logits, y, m).double()
+        totals[1] += m.sum().double()
+    model.train()
+    totals = accelerator.reduce(totals, reduction="sum")
+    return float(totals[0] / totals[1].clamp(min=1))

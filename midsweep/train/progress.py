@@ -1,0 +1,27 @@
+"""A progress bar with loss, tokens/s and ETA (tqdm), on rank 0 only."""
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, total: int, start: int, tokens_per_step: int, enabled: bool):
+        self.tps, self.start_step, self.t0 = tokens_per_step, start, time.perf_counter()
+        self.steps = 0
+        self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True) if enabled else None
+
+    def tokens_per_s(self) -> float:
+        return self.steps * self.tps / max(time.perf_counter() - self.t0, 1e-9)
+
+    def update(self, loss: float, phase: str) -> None:
+        self.steps += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{phase} loss {loss:.3f} {self.tokens_per_s():,.0f} tok/s", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

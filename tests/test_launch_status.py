@@ -1,0 +1,58 @@
+"""``midsweep status``: run directories + manifest + SLURM records -> one state per run."""
+import json
+from pathlib import Path
+
+from midsweep.launch import cli, manifest, status
+
+
+def make_run(sweep: Path, run_id: str, st: dict | None = None, ckpt: int | None = None) -> Path:
+    d = sweep / run_id
+    d.mkdir(parents=True)
+    if st is not None:
+        (d / "status.json").write_text(json.dumps({"contract": 1, "log": str(d / "train.log"), **st}))
+    if ckpt is not None:
+        (d / "checkpoints" / f"step_{ckpt:08d}").mkdir(parents=True)
+        (d / "checkpoints" / f"step_{ckpt:08d}" / "COMPLETE").write_text("")
+    return d
+
+
+def test_states_from_run_dirs_manifest_and_slurm(tmp_path):
+    runs = {
+        "a00000000001": ({"status": "done", "step": 40}, None, "7_0", {"state": "COMPLETED", "reason": "0:0"}),
+        "a00000000002": ({"status": "running", "step": 12}, 10, "7_1", {"state": "OUT_OF_MEMORY", "reason": "0:125"}),
+        "a00000000003": ({"status": "requeued", "step": 20}, 20, "7_2", {"state": "PENDING", "reason": "BeginTime"}),
+        "a00000000004": (None, None, "7_3", {"state": "PENDING", "reason": "Resources"}),
+        "a00000000005": ({"status": "failed", "step": 57, "reason": "non-finite loss (nan) at step 57"}, None,
+                         "7_4", {"state": "COMPLETED", "reason": "0:0"}),
+        "a00000000006": ({"status": "running", "step": 3}, None, "7_5", {"state": "RUNNING", "reason": None}),
+        "a00000000007": ({"status": "requeued", "step": 9}, 9, "7_6", {"state": "FAILED", "reason": "1:0"}),
+    }
+    entries, jobs = {}, {}
+    for rid, (st, ckpt, job, slurm) in runs.items():
+        d = make_run(tmp_path, rid, st, ckpt)
+        entries[rid] = manifest.entry([f"w={rid[-1]}"], d, "new", job_id=job, log=f"/logs/{job}.out",
+                                      stderr=f"/logs/{job}.err")
+        jobs[job] = slurm
+    manifest.update(tmp_path, entries)
+    make_run(tmp_path, "b00000000001", {"status": "running", "step": 5})  # launched elsewhere, not in the manifest
+    rows = {r.run_id: r for r in status.collect(tmp_path, query=lambda ids: jobs)}
+    state = {rid: r.state for rid, r in rows.items()}
+    assert state == {"a00000000001": "done", "a00000000002": "failed", "a00000000003": "requeued",
+                     "a00000000004": "pending", "a00000000005": "failed", "a00000000006": "running",
+                     "a00000000007": "failed", "b00000000001": "running"}
+    oom = rows["a00000000002"]
+    assert "OUT_OF_MEMORY" in oom.reason and "step 12" in oom.reason and oom.log == "/logs/7_1.err"
+    assert "resumes from step 20" in rows["a00000000003"].reason
+    assert rows["a00000000004"].reason == "Resources"
+    assert rows["a00000000005"].reason == "non-finite loss (nan) at step 57"
+
+
+def test_cli_prints_a_table_with_counts(tmp_path, capsys):
+    make_run(tmp_path, "c00000000001", {"status": "done", "step": 4})
+    make_run(tmp_path, "c00000000002", {"status": "failed", "step": 2, "reason": "boom"})
+    assert cli.main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "c00000000002  failed" in out and "boom" in out and "2 run(s): 1 done, 1 failed" in out
+    assert cli.main(["status", str(tmp_path), "--json", "--state", "done"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["run_id"] for r in rows] == ["c00000000001"]

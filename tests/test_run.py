@@ -1,0 +1,117 @@
+"""One run end to end: the results contract, resume after a kill, faults that keep finished results."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, train_cli
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if (p / "status.json").exists())
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
+    train_cli(*nano, "mixture.introduce_at=0.25", "mixture.weight=0.5")
+    (run,) = run_dirs(tmp_path / "sweep")
+    status = json.loads((run / "status.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    metrics = rows(run / "metrics.jsonl")
+    assert status["status"] == "done" and status["contract"] == 1
+    assert (run / "config.yaml").exists() and (run / "train.log").exists()
+    # evaluation at aligned token counts: init, every 5120 tokens (10 steps), the phase end at step 10, the end
+    assert sorted({r["tokens"] for r in metrics}) == [0, 5120, 10240, 15360, 20480]
+    assert {r["domain"] for r in metrics} == {"general", "code", "math", "target"}
+    assert {r["event"] for r in metrics} == {"init", "every", "phase_end", "final"}
+    assert [r["phase"] for r in metrics if r["step"] == 10] == ["pretrain"] * 4  # the phase that just ended
+    last = [r for r in metrics if r["step"] == 40]
+    assert last[0]["phase"] == "midtrain"
+    # the code share of training is the schedule's: 10 steps general only, then 30 steps at weight 0.5
+    assert last[0]["tokens_by_domain"]["code"] == pytest.approx(0.5 * 30 * 8 * 64, rel=0.05)
+    assert summary["status"] == "done" and summary["run_id"] == run.name
+    assert summary["coords"]["mixture.introduce_at"] == 0.25 and summary["coords"]["mixture.weight"] == 0.5
+    assert summary["coords"]["mixture.introduce_tokens"] == 10 * 8 * 64
+    assert summary["overrides"]["mixture.weight"] == "0.5"
+    assert summary["final"] == {r["domain"]: r["loss"] for r in last}
+    assert set(summary["phase_end"]) == {"pretrain", "midtrain"}
+    assert summary["tokens"] == 20480 and summary["flops"] > 0 and summary["steps"] == 40
+    init = {r["domain"]: r["loss"] for r in metrics if r["step"] == 0}
+    assert summary["final"]["general"] < init["general"] - 0.5  # it learned
+    assert len(rows(run / "train.jsonl")) == 8
+    # the newest and the pinned checkpoints (phase boundary, end) are kept, all loadable without pickle code
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "step_00000010" in ckpts and "step_00000040" in ckpts
+    torch.load(run / "checkpoints" / "step_00000040" / "state.pt", weights_only=True)
+
+
+def test_rerunning_a_done_run_does_nothing(nano, tmp_path):
+    train_cli(*nano)
+    (run,) = run_dirs(tmp_path / "sweep")
+    before = (run / "metrics.jsonl").read_text()
+    t0 = time.time()
+    train_cli(*nano)
+    assert (run / "metrics.jsonl").read_text() == before
+    assert time.time() - t0 < 60
+
+
+def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(nano, tmp_path):
+    reference = tmp_path / "ref"
+    train_cli("experiment=nano_test", f"train.out_dir={reference}")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(sweep.glob("*/checkpoints/step_00000020/COMPLETE")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run,) = run_dirs(sweep)
+    assert json.loads((run / "status.json").read_text())["status"] == "running"  # killed mid-run
+    train_cli(*nano)
+    (ref_run,) = run_dirs(reference)
+    assert run.name == ref_run.name
+    assert rows(run / "metrics.jsonl") == rows(ref_run / "metrics.jsonl")  # every loss, bit for bit
+    assert json.loads((run / "summary.json").read_text())["final"] == json.loads((ref_run / "summary.json").read_text())["final"]
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):
+    train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
+    (run,) = run_dirs(tmp_path / "sweep")
+    status = run / "status.json"
+    status.write_text(status.read_text().replace('"done"', '"running"'))  # as if killed after the last save
+    (run / "checkpoints" / "step_00000040" / "model.pt").write_bytes(b"garbage")
+    proc = train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
+    assert "skipping unreadable checkpoint" in proc.stderr
+    assert "resuming" in proc.stderr and "from step 30" in proc.stderr
+    assert json.loads(status.read_text())["status"] == "done"
+
+
+def test_non_finite_loss_fails_the_run_with_step_and_reason_and_keeps_metrics(nano, tmp_path):
+    proc = train_cli(*nano, "optim.lr=1e30", "optim.warmup=0", "optim.grad_clip=0", check=False)
+    assert proc.returncode != 0
+    (run,) = run_dirs(tmp_path / "sweep")
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "non-finite loss" in status["reason"] and "optim.lr" in status["reason"]
+    assert status["step"] > 0
+    assert rows(run / "metrics.jsonl")  # the evaluations before the failure are still there
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+def test_posttraining_phase_trains_on_the_target_with_prompts_masked(nano, tmp_path):
+    train_cli(*nano, "posttrain=target", "posttrain.tokens=5120", "posttrain.lr=3e-3")
+    (run,) = run_dirs(tmp_path / "sweep")
+    metrics = rows(run / "metrics.jsonl")
+    target = {r["step"]: r["loss"] for r in metrics if r["domain"] == "target"}
+    assert max(target) == 50 and target[50] < target[40]  # post-training lowers the target loss
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["phase_end"]) == {"pretrain", "midtrain", "posttrain"}
+    assert summary["tokens_by_domain"]["target"] == 5120
