@@ -171,7 +171,15 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     nrows = 1 + max(p[0] for p in panels)
     ncols = 1 + max(p[1] for p in panels)
     nt, nw = table[C.INTRODUCE_AT].nunique(), table[C.WEIGHT].nunique()
-    fig, axes = style.figure(nrows, ncols, panel=(max(3.6, 0.6 * nt + 1.4), max(3.0, 0.42 * nw + 1.2)))
+    # Fixed margins in inches instead of a layout engine: the engine measures every tick label several
+    # times, which dominates drawing a figure of many panels.
+    pw, ph = max(2.6, 0.5 * nt), max(2.0, 0.36 * nw)  # axes size
+    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 0.85, 0.6, 0.35, 0.75
+    width, height = left + right + ncols * pw + (ncols - 1) * gap_w, top + bottom + nrows * ph + (nrows - 1) * gap_h
+    fig, axes = style.figure(nrows, ncols, panel=(width / ncols, height / nrows), layout=None, sharex=True,
+                             sharey=True)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=gap_w / pw, hspace=gap_h / ph)
     for ax in axes.flat:
         ax.set_visible(False)
     rows = {}
@@ -189,8 +197,12 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
                 b = best.iloc[0]
                 title += f"\nbest: t={b[C.INTRODUCE_AT]:g}, w={b[C.WEIGHT]:g} → {b['mean']:.3f}"
             ax.set_title(title)
-        fig.colorbar(im, ax=[axes[r, c] for c, _, _ in row], shrink=0.9, label=C.SHORT_LABELS.get(metric, metric))
+        bbox = axes[r, ncols - 1].get_position()
+        cax = fig.add_axes([bbox.x1 + 0.15 / width, bbox.y0, 0.12 / width, bbox.height])
+        fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, metric))
+    for ax in axes.flat:
+        ax.label_outer()  # one set of tick labels per row and column: panels share the grid
     n_seeds = int(table["n_seeds"].max()) if len(table) else 0
-    fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}: mean over {n_seeds} seed(s), ± seed std; "
-                 "outlined = best, hatched = no result", fontsize=9)
+    fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}\nmean over {n_seeds} seed(s) ± seed std; "
+                 "outlined = best; hatched = no result", fontsize=9)
     return style.save(fig, out_dir, name or f"heatmap_{metric}", formats)

@@ -61,8 +61,9 @@ def main() -> int:
         if out.returncode != 0:
             print(out.stderr[-3000:])
             return 1
-        validated = float(re.search(r"validated \d+ grid point\(s\) in ([\d.]+)s", out.stderr).group(1))
-        submitted = float(re.search(r"submitted \d+ job\(s\) in ([\d.]+)s", out.stderr).group(1))
+        log = out.stdout + out.stderr
+        validated = float(re.search(r"validated \d+ grid point\(s\) in ([\d.]+)s", log).group(1))
+        submitted = float(re.search(r"submitted \d+ job\(s\) in ([\d.]+)s", log).group(1))
         job = re.search(r'"job_id": "(\d+)_', (root / "out" / "sweep_manifest.json").read_text()).group(1)
         grid = [[f"w={w}", f"tag={t}"] for w in ws for t in tags]
         hydra_s = hydra_compose_cost(root, grid)

@@ -192,7 +192,8 @@ def test_second_prepare_is_a_cache_hit_with_identical_tokens(tmp_path):
 def test_fingerprint_follows_the_source(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": d} for d in DOCS])
     base = prepare_domain("d", files_source(path, heldout_documents=1), BYTE, tmp_path / "c").fingerprint
-    assert prepare_domain("d", files_source(path, max_documents=30, heldout_documents=1), BYTE, tmp_path / "c").fingerprint != base
+    capped = files_source(path, max_documents=30, heldout_documents=1)
+    assert prepare_domain("d", capped, BYTE, tmp_path / "c").fingerprint != base
     other = write_jsonl(tmp_path / "other.jsonl", [{"text": d} for d in reversed(DOCS)])
     assert prepare_domain("d", files_source(other, heldout_documents=1), BYTE, tmp_path / "c").fingerprint != base
     write_jsonl(path, [{"text": d.upper()} for d in DOCS])  # same path, edited content

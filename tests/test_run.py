@@ -90,8 +90,9 @@ def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):
     status.write_text(status.read_text().replace('"done"', '"running"'))  # as if killed after the last save
     (run / "checkpoints" / "step_00000040" / "model.pt").write_bytes(b"garbage")
     proc = train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
-    assert "skipping unreadable checkpoint" in proc.stderr
-    assert "resuming" in proc.stderr and "from step 30" in proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "skipping unreadable checkpoint" in log
+    assert "resuming" in log and "from step 30" in log
     assert json.loads(status.read_text())["status"] == "done"
 
 

@@ -8,6 +8,7 @@ which job runs which run). Adds the ``srun_args`` and ``python`` keys missing fr
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Sequence
 
@@ -74,7 +75,7 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         jobs = self.submit(todo) if todo else []
         took = time.perf_counter() - tic
         fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
-                             "submission_dir": str(self.config.hydra.sweep.dir)} for p, j in zip(todo, jobs)}
+                             "submission_dir": os.path.abspath(str(self.config.hydra.sweep.dir))} for p, j in zip(todo, jobs)}
         paths = common.write_manifests(points, fields)
         log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s; manifest: {', '.join(paths)}")
         job_of = {p.index: j for p, j in zip(todo, jobs)}

@@ -113,7 +113,7 @@ _PROSE_WORD = re.compile(r"[A-Za-z][a-z]+")
 def _prose(paragraph: str) -> str | None:
     """The paragraph reflowed onto one line if it reads as English prose, else None."""
     lines = paragraph.strip("\n").splitlines()
-    if not lines or any(ln.lstrip().startswith((">>>", "...", "$ ", "-", "*", "+", ":", "..")) for ln in lines):
+    if not lines or any(ln.lstrip().startswith((">>>", "..", "$ ", "-", "*", "+", ":")) for ln in lines):
         return None
     indent = len(lines[0]) - len(lines[0].lstrip())
     if any(len(ln) - len(ln.lstrip()) > indent for ln in lines[1:]):  # indented blocks are code or tables
@@ -266,8 +266,10 @@ def _percent(rng: random.Random, s: int):
     item = rng.choice(["jacket", "lamp", "bicycle", "chair", "backpack", "kettle"])
     q = (f"A {item} costs ${price}. It is on sale for {r}% off. What is the sale price?",
          f"The price of a {item} is ${price}, and a coupon takes {r}% off. How much do you pay?")[s]
-    steps = ([f"The discount is {price} * {r} / 100 = {_n(off)} dollars.", f"The sale price is {price} - {_n(off)} = {_n(new)}."],
-             [f"{r}% of {price} is {price} * {r} / 100 = {_n(off)}.", f"Subtracting: {price} - {_n(off)} = {_n(new)} dollars."])[s]
+    steps = ([f"The discount is {price} * {r} / 100 = {_n(off)} dollars.",
+              f"The sale price is {price} - {_n(off)} = {_n(new)}."],
+             [f"{r}% of {price} is {price} * {r} / 100 = {_n(off)}.",
+              f"Subtracting: {price} - {_n(off)} = {_n(new)} dollars."])[s]
     return q, steps, _n(new)
 
 
@@ -297,7 +299,8 @@ def _fractions(rng: random.Random, s: int):
     total = Fraction(a, b) + Fraction(c, d)
     den = b * d
     q = (f"Add the fractions {a}/{b} and {c}/{d}.", f"What is {a}/{b} + {c}/{d} in lowest terms?")[s]
-    steps = [f"Over the common denominator {b} * {d} = {den}, the numerators are {a} * {d} = {a * d} and {c} * {b} = {c * b}.",
+    steps = [f"Over the common denominator {b} * {d} = {den}, "
+             f"the numerators are {a} * {d} = {a * d} and {c} * {b} = {c * b}.",
              f"Their sum is {a * d} + {c * b} = {a * d + c * b}, so the total is {a * d + c * b}/{den} = {total}."]
     if s == 1:
         steps = [f"Cross-multiply: {a} * {d} = {a * d} and {c} * {b} = {c * b}; the denominator is {b} * {d} = {den}.",
@@ -314,7 +317,8 @@ def _shopping(rng: random.Random, s: int):
     q = (f"{who} has {start} {item}, buys {packs} packs of {per} {item}, then gives away {gone}. How many are left?",
          f"{who} starts with {start} {item}. {who} gets {packs} boxes with {per} {item} each and later loses {gone}. "
          f"How many {item} does {who} have now?")[s]
-    steps = [f"New {item}: {packs} * {per} = {got}.", f"Total: {start} + {got} = {have}.", f"Left: {have} - {gone} = {left}."]
+    steps = [f"New {item}: {packs} * {per} = {got}.", f"Total: {start} + {got} = {have}.",
+             f"Left: {have} - {gone} = {left}."]
     return q, steps, left
 
 
@@ -347,7 +351,8 @@ def _ratio(rng: random.Random, s: int):
     total = (a + b) * unit
     who1, who2 = rng.sample(_NAMES, 2)
     q = (f"{who1} and {who2} share ${total} in the ratio {a}:{b}. How much does {who1} get?",
-         f"Split {total} dollars between {who1} and {who2} so their shares are in ratio {a} to {b}. What is {who1}'s share?")[s]
+         f"Split {total} dollars between {who1} and {who2} so their shares are in ratio {a} to {b}. "
+         f"What is {who1}'s share?")[s]
     steps = [f"There are {a} + {b} = {a + b} parts.", f"One part is {total} / {a + b} = {unit}.",
              f"{who1} gets {a} * {unit} = {a * unit} dollars."]
     return q, steps, a * unit

@@ -51,7 +51,8 @@ class TokenSplit:
     def sequence(self, i: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens ``[i*L, i*L + L + 1)`` as int64 and the matching uint8 loss mask (input x[:-1], target x[1:])."""
         if not 0 <= i < self.num_sequences(seq_len):
-            raise IndexError(f"sequence {i} out of range: this split has {self.num_sequences(seq_len)} of length {seq_len}")
+            n = self.num_sequences(seq_len)
+            raise IndexError(f"sequence {i} out of range: the split has {n} sequences of length {seq_len}")
         window = slice(i * seq_len, i * seq_len + seq_len + 1)
         x = np.asarray(self.tokens[window], dtype=np.int64)
         mask = np.ones(seq_len + 1, np.uint8) if self.loss_mask is None else np.array(self.loss_mask[window])
@@ -211,7 +212,8 @@ def _build(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path, ou
             f"data.domains.{name}.heldout_documents (now {source.heldout_documents}) or add data")
     share = counts["heldout"]["documents"] / (counts["heldout"]["documents"] + counts["train"]["documents"])
     if share > 0.25:
-        log.warning("domain %s: %.0f%% of documents are held out; consider lowering heldout_documents", name, 100 * share)
+        log.warning("domain %s: %.0f%% of documents are held out; consider lowering heldout_documents",
+                    name, 100 * share)
     log.info("domain %s: %d train / %d heldout tokens in %.1fs", name, counts["train"]["tokens"],
              counts["heldout"]["tokens"], time.time() - start)
     return {**counts, "dtype": dtype.name, "has_mask": pair, "duplicates_dropped": duplicates,

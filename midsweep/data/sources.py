@@ -89,8 +89,9 @@ def _batches(source: SourceConfig, cache_dir: Path, domain: str) -> Iterator[dic
             yield {k: [r.get(k) for r in chunk] for k in chunk[0]}
         return
     if source.kind == "files":
-        ds = _load(domain, f"files {source.data_files}", _builder(source), data_files=resolve_files(source, domain),
-                   split="train", streaming=source.streaming, cache_dir=str(cache_dir / "hf_datasets"))
+        ds = _load(domain, f"files {source.data_files}", _builder(source, domain),
+                   data_files=resolve_files(source, domain), split="train", streaming=source.streaming,
+                   cache_dir=str(cache_dir / "hf_datasets"))
     elif source.kind == "hf":
         ds = _load_hf(source, domain)
     else:
@@ -98,11 +99,11 @@ def _batches(source: SourceConfig, cache_dir: Path, domain: str) -> Iterator[dic
     yield from ds.iter(batch_size=_BATCH)
 
 
-def _builder(source: SourceConfig) -> str:
+def _builder(source: SourceConfig, domain: str) -> str:
     builders = {file_builder(p) for p in source.data_files}
     if len(builders) != 1 or None in builders:
-        raise DataSourceError(f"unsupported or mixed data_files {source.data_files}. Fix: use one of .jsonl, .json, "
-                              ".parquet or .txt per domain")
+        raise DataSourceError(f"domain {domain!r}: unsupported or mixed data_files {source.data_files}. Fix: use "
+                              "one of .jsonl, .json, .parquet or .txt per domain")
     return builders.pop()
 
 

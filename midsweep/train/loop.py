@@ -46,8 +46,11 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
         log.info("run %s is done already; nothing to do", run_dir)
         return read_summary(run_dir) or {}
 
-    accelerator = Accelerator(mixed_precision="bf16" if run.train.precision == "bf16" else "no",
-                              cpu=run.train.device == "cpu")
+    if run.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError([Problem("train.device", "cuda asked for but no GPU is visible", "use train.device=auto")])
+    # accelerate runs several CPU ranks (gloo) only when told cpu=True
+    cpu = run.train.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="bf16" if run.train.precision == "bf16" else "no", cpu=cpu)
     world = accelerator.num_processes
     per_rank, rem = divmod(run.train.global_batch, world * run.train.micro_batch)
     if rem or per_rank == 0:

@@ -1,0 +1,150 @@
+"""``midsweep-analyze SWEEP_DIR [SWEEP_DIR ...]``: sweep directories -> tables, figures, fitted laws and one
+report page. Each study is drawn when the runs hold the data for it; what could not be drawn says why in
+the report. Works on partial sweeps: runs still going or failed show as such."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis import columns as C
+from analysis import heatmaps, laws, proximity, studies, style, window
+from analysis.derived import add_metrics
+from analysis.load import SweepError, load_sweeps, save_tables
+from analysis.report import Section, write_report
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="midsweep-analyze", description=__doc__.split("\n")[0])
+    p.add_argument("sweeps", nargs="+", type=Path, help="sweep directories (train.out_dir of each sweep)")
+    p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis for one sweep, "
+                                            "./analysis for several)")
+    p.add_argument("--metric", choices=C.HEATMAP_METRICS,
+                   help="metric of the plasticity window (default: target_loss when post-training ran, "
+                        "else in_domain)")
+    p.add_argument("--margin", type=float, default=0.02,
+                   help="the window closes when the best loss exceeds the earliest introduction's by this "
+                        "many nats/token (default 0.02)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
+    p.add_argument("--formats", nargs="+", default=list(style.FORMATS), choices=["png", "pdf", "svg"])
+    p.add_argument("--corpus", action="append", default=[], metavar="NAME=PATH",
+                   help="a domain corpus for the proximity study (.txt, .jsonl with 'text', or a shard dir); "
+                        "repeat it for general, each midtraining domain and the target")
+    p.add_argument("--target-corpus", default=C.TARGET, help="name of the target corpus (default: target)")
+    p.add_argument("--general-corpus", default=C.GENERAL, help="name of the general corpus (default: general)")
+    args = p.parse_args(argv)
+    if any("=" not in c for c in args.corpus):
+        p.error("--corpus takes NAME=PATH, e.g. --corpus target=data/target.jsonl")
+    if args.corpus and args.target_corpus not in {c.split("=", 1)[0] for c in args.corpus}:
+        p.error(f"no --corpus named {args.target_corpus!r}: add --corpus {args.target_corpus}=PATH "
+                "or name the target with --target-corpus")
+    return args
+
+
+def analyze(args: argparse.Namespace) -> dict:
+    """Run every study the data allows; returns {"tables": [...], "figures": [...], "report": path}."""
+    out = args.out or (args.sweeps[0] / "analysis" if len(args.sweeps) == 1 else Path("analysis"))
+    figs_dir = out / "figures"
+    sweep = load_sweeps(args.sweeps)
+    tables = save_tables(sweep, out)
+    runs = add_metrics(sweep.runs)
+    sections, skipped, figures = [], [], []
+
+    def table_file(df, name):
+        tables.append(out / f"{name}.csv")
+        df.to_csv(tables[-1], index=False)
+
+    def add(section: Section, files):
+        section.figures += files
+        figures.extend(files)
+        sections.append(section)
+
+    grid = heatmaps.heatmap_runs(runs)
+    if grid.empty:
+        skipped.append("heatmaps and plasticity window: no runs vary mixture.introduce_at and mixture.weight")
+    for metric in C.HEATMAP_METRICS if not grid.empty else ():
+        if grid[metric].notna().any():
+            t = heatmaps.heatmap_table(runs, metric, sweep.coords)
+            table_file(t, f"heatmap_{metric}")
+            add(Section(f"Heatmap: {C.METRIC_LABELS[metric]}", "Cells: mean over seeds ± seed std; "
+                        "outlined: best cell; hatched: no result, with the reason."),
+                heatmaps.draw_heatmaps(t, figs_dir, formats=args.formats))
+        else:
+            why = {C.FORGETTING: "no done baseline runs (mixture.kind=none)",
+                   C.TARGET_LOSS: "no 'target' loss in final (post-training did not run)"}.get(metric, "no values")
+            skipped.append(f"heatmap of {metric}: {why}")
+
+    metric = args.metric or (C.TARGET_LOSS if not grid.empty and grid[C.TARGET_LOSS].notna().any() else C.IN_DOMAIN)
+    if not grid.empty and grid[metric].notna().any():
+        t = heatmaps.heatmap_table(runs, metric, sweep.coords)
+        est = window.window_estimates(runs, metric, args.margin, args.bootstrap, args.level, sweep.coords)
+        best = window.best_per_time(t)
+        table_file(est, "window_close")
+        table_file(best, "best_weight_per_time")
+        add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
+                    f"which the best achievable loss stays worse than the earliest introduction's by "
+                    f"{args.margin:g} nats/token; NaN close = still open at the last time. Interval: "
+                    f"{args.level:.0%} bootstrap over seeds.", tables=[("Window close", est), ("Best weight per "
+                    "introduction time", best)]), window.draw_window(t, est, figs_dir, formats=args.formats))
+
+    gf = studies.gain_forgetting_table(runs)
+    kinds = set(gf[C.KIND]) if len(gf) else set()
+    if C.KIND_CONTINUED in kinds and kinds - {C.KIND_CONTINUED}:
+        table_file(gf, "gain_vs_forgetting")
+        add(Section("Midtraining vs continued pretraining", "One point per done run."),
+            studies.draw_gain_forgetting(gf, figs_dir, formats=args.formats))
+    else:
+        skipped.append("midtraining vs continued pretraining: needs done runs of both kinds and a baseline")
+
+    up = studies.upsample_table(runs, sweep.coords)
+    if len(up):
+        table_file(up, "upsampling")
+        add(Section("Domain upsampling", tables=[("Losses by upsampled fraction", up)]),
+            studies.draw_upsample(up, figs_dir, formats=args.formats))
+
+    rw = studies.rewarm_curves(runs, sweep.curves, sweep.coords)
+    if len(rw):
+        table_file(rw, "rewarm_curves")
+        add(Section("Re-warming"), studies.draw_rewarm(rw, figs_dir, formats=args.formats))
+
+    for (domain, size), fit in laws.fit_groups(runs, level=args.level).items():
+        name = f"reuse_law_{domain}_{size}"
+        table_file(fit.table(), name)
+        add(Section(f"Model-reuse law: {domain}, {size}", f"L(D1, D2) = A·D1^(−α1)·D2^(−α2 + α3·ln D1) + E, "
+                    f"{len(fit.data)} runs, {fit.level:.0%} bootstrap intervals.", tables=[("Parameters", fit.table())]),
+            laws.draw_law_fit(fit, f"({domain}, {size})", figs_dir, name, formats=args.formats))
+
+    if args.corpus:
+        corpora = dict(c.split("=", 1) for c in args.corpus)
+        prox = proximity.proximity_table(corpora, args.target_corpus, args.general_corpus)
+        gains = runs.groupby(C.DOMAIN)[C.IN_DOMAIN_GAIN].max() if C.DOMAIN in runs else {}
+        prox["best_in_domain_gain"] = prox["corpus"].map(gains)
+        table_file(prox, "proximity")
+        sections.append(Section("Proximity", "Distance: mean unigram/bigram Jensen-Shannon divergence (bits) to "
+                                "the target corpus; advantage = dist(general→target) − dist(corpus→target).",
+                                tables=[("Proximity and gains", prox)]))
+
+    report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped)
+    return {"tables": tables, "figures": figures, "report": report}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        result = analyze(args)
+    except (SweepError, FileNotFoundError) as e:  # user errors: a message, not a traceback
+        print(f"midsweep-analyze: {e}", file=sys.stderr)
+        return 2
+    print("tables:")
+    for p in result["tables"]:
+        print(f"  {p}")
+    print("figures:")
+    for p in result["figures"]:
+        print(f"  {p}")
+    print(f"report: {result['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""One HTML page per analysis: a summary table, each study's figures and tables, and what is missing
+or failed (never hidden). Figures are linked by relative path, so the output folder can be moved."""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import columns as C
+from analysis.load import CONTRACT_VERSION
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
+th{background:#f0f0f0}img{max-width:100%;border:1px solid #eee}.note{color:#555}
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em}.bad{color:#b00}"""
+
+
+@dataclass
+class Section:
+    """One study on the page."""
+
+    title: str
+    text: str = ""
+    figures: list[Path] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+
+
+def status_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs per mixture kind and status."""
+    kind = runs[C.KIND].fillna("?") if C.KIND in runs else pd.Series("?", index=runs.index)
+    return pd.crosstab(kind.rename("kind"), runs[C.STATUS].fillna("?")).reset_index()
+
+
+def not_done(runs: pd.DataFrame) -> pd.DataFrame:
+    """Failed, running and requeued runs with their reason, step and directory."""
+    cols = [C.RUN_ID, C.STATUS, C.REASON, "step", C.KIND, C.DOMAIN, C.INTRODUCE_AT, C.WEIGHT, C.SEED, "path"]
+    bad = runs[runs[C.STATUS] != C.DONE]
+    return bad[[c for c in cols if c in bad]].sort_values([C.STATUS, C.RUN_ID])
+
+
+def _table(df: pd.DataFrame, max_rows: int = 60) -> str:
+    more = f"<p class=note>… {len(df) - max_rows} more rows in the CSV tables</p>" if len(df) > max_rows else ""
+    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—") + more
+
+
+def write_report(out_dir, sweep_dirs, runs: pd.DataFrame, sections: list[Section], problems: list[str],
+                 skipped: list[str], name: str = "report.html") -> Path:
+    """Write the page and return its path."""
+    out = Path(out_dir)
+    rel = lambda p: html.escape(os.path.relpath(p, out))  # noqa: E731
+    parts = [f"<!doctype html><meta charset=utf-8><title>midsweep analysis</title><style>{CSS}</style>",
+             "<h1>midsweep analysis</h1>",
+             f"<p class=note>sweeps: {html.escape(', '.join(map(str, sweep_dirs)))}<br>"
+             f"{len(runs)} runs, results contract {CONTRACT_VERSION}, "
+             f"written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+             "Tables: runs.csv / curves.csv (and .parquet) next to this page.</p>",
+             "<h2>Runs</h2>", _table(status_summary(runs))]
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.text:
+            parts.append(f"<p>{html.escape(s.text)}</p>")
+        for fig in s.figures:
+            if fig.suffix == ".png":
+                pdf = fig.with_suffix(".pdf")
+                link = f' (<a href="{rel(pdf)}">PDF</a>)' if pdf.exists() else ""
+                parts.append(f'<p><img src="{rel(fig)}" alt="{html.escape(fig.stem)}"><br>{rel(fig)}{link}</p>')
+        for caption, df in s.tables:
+            parts.append(f"<h3>{html.escape(caption)}</h3>{_table(df)}")
+    bad = not_done(runs)
+    parts.append(f"<h2>Missing, failed and unfinished ({len(bad)} runs)</h2>")
+    parts.append(_table(bad) if len(bad) else "<p>Every run is done.</p>")
+    for title, items in (("Not analysed", skipped), ("Problems reading the sweep", problems)):
+        if items:
+            parts.append(f"<h3>{title}</h3><ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+    path = out / name
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

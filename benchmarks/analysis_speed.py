@@ -1,0 +1,72 @@
+"""Analysis speed: load 10,000 generated run directories (runs + curves tables) and draw every heatmap
+(in-domain loss, forgetting, post-training target loss; PNG + PDF) — target: under 10 s in all.
+
+    .venv/bin/python benchmarks/analysis_speed.py [--runs-per-cell-seeds 12] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from analysis import columns as C
+from analysis import heatmaps, synthetic
+from analysis.derived import add_metrics
+from analysis.load import load_sweeps
+
+TARGET_S = 10.0
+
+
+def make_sweep(root: Path, seeds: int) -> int:
+    """10 times x 10 weights x 4 domains x 2 sizes x ``seeds`` seeds + baselines, topped up to 10,000
+    runs with upsampling runs; 1% of the grid failed, a few running."""
+    written = synthetic.plasticity_sweep(root, [round(0.1 * i, 1) for i in range(10)],
+                                         [0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7], range(seeds),
+                                         domains=("code", "math", "legal", "medical"), sizes=("tiny", "small"),
+                                         posttrain=True)
+    rest = 10_000 - len(written)
+    if rest > 0:
+        synthetic.upsample_sweep(root, [i / rest for i in range(rest)])
+    for i, path in enumerate(written["path"].iloc[::100]):
+        synthetic.set_status(path, C.FAILED if i % 4 else C.RUNNING, "non-finite loss (nan) at step 57")
+    return len(list(root.iterdir()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, default=12, help="seeds per grid cell (12 gives 10,000 runs)")
+    p.add_argument("--keep", type=Path, help="write the sweep and figures here instead of a temp dir")
+    args = p.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="midsweep-bench-"))
+    sweep_dir = root / "sweep"
+    t = time.perf_counter()
+    n = make_sweep(sweep_dir, args.seeds)
+    print(f"generated {n} run directories in {time.perf_counter() - t:.1f} s (not timed below)")
+
+    rows = []
+    t0 = time.perf_counter()
+    sweep = load_sweeps([sweep_dir])
+    runs = add_metrics(sweep.runs)
+    rows.append((f"load {len(sweep.runs)} runs + {len(sweep.curves)} curve rows", time.perf_counter() - t0))
+    for metric in C.HEATMAP_METRICS:
+        t = time.perf_counter()
+        table = heatmaps.heatmap_table(runs, metric, sweep.coords)
+        t_table = time.perf_counter() - t
+        heatmaps.draw_heatmaps(table, root / "figures")
+        rows.append((f"heatmap {metric}: table {t_table:.2f} s + draw PNG+PDF ({len(table)} cells)",
+                     time.perf_counter() - t))
+    total = time.perf_counter() - t0
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"\n{'part':<{width}}{'seconds':>9}{'/ 10 s':>9}")
+    for name, s in rows + [("total", total)]:
+        print(f"{name:<{width}}{s:>9.2f}{s / TARGET_S:>9.2f}")
+    print(f"\n{'PASS' if total < TARGET_S else 'FAIL'}: {total:.2f} s for load + every heatmap "
+          f"(target {TARGET_S:.0f} s)")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
