@@ -6,13 +6,14 @@ set up torch.distributed when running as a SLURM task, route SIGUSR2 to a checkp
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from midsweep.config import to_run_config
+from midsweep.config import ConfigError, to_run_config
 from midsweep.launch import distributed, preemption
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -20,7 +21,10 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> dict:
-    run = to_run_config(cfg)  # raises ConfigError listing every bad value, before any data or GPU is touched
+    try:
+        run = to_run_config(cfg)  # every bad value, before any data or GPU is touched
+    except ConfigError as err:
+        sys.exit(f"midsweep-train: {err}")
     distributed.setup_environment()
     interrupt = preemption.install()
 
