@@ -55,9 +55,14 @@ def add_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     domains = runs[C.DOMAIN] if C.DOMAIN in runs else pd.Series(None, index=runs.index, dtype=object)
     finals = [c for c in runs if c.startswith(C.FINAL_PREFIX)]
     runs[C.IN_DOMAIN] = np.where(done, _pick(runs, domains), np.nan)
-    general = pd.to_numeric(runs.get(C.final(C.GENERAL), np.nan), errors="coerce")
-    target = pd.to_numeric(runs.get(C.final(C.TARGET), np.nan), errors="coerce")
+    nan = pd.Series(np.nan, index=runs.index)
+    general = pd.to_numeric(runs.get(C.final(C.GENERAL), nan), errors="coerce")
+    target = pd.to_numeric(runs.get(C.final(C.TARGET), nan), errors="coerce")
     runs[C.GENERAL_LOSS] = np.where(done, general, np.nan)
+    # The engine evaluates the target domain in every run; it is a post-training result only when
+    # post-training ran.
+    if C.POSTTRAIN in runs:
+        target = target.where(runs[C.POSTTRAIN].fillna(False).astype(bool))
     runs[C.TARGET_LOSS] = np.where(done, target, np.nan)
     base = baseline_values(runs, finals) if finals else pd.DataFrame(index=runs.index)
     if C.final(C.GENERAL) in base:

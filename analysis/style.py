@@ -20,7 +20,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 FORMATS = ("png", "pdf")
 
 RC = {
-    "figure.dpi": 100, "savefig.dpi": 130,
+    "figure.dpi": 100, "savefig.dpi": 110,
     "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
     "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "image.cmap": SEQUENTIAL,

@@ -89,13 +89,14 @@ def window_estimates(runs: pd.DataFrame, metric: str, margin: float, n_boot: int
         curve = b.set_index(C.INTRODUCE_AT)["best_loss"].reindex(times).to_numpy()
         close = window_close(times, curve, margin)
         cube, seeds = _seed_cube(sel, metric, times, weights)
-        boots = bootstrap_close(cube, times, margin, n_boot, seed) if len(seeds) > 1 else np.array([close])
+        # One seed has no seed spread to resample: no interval (NaN) rather than a zero-width one.
+        boots = bootstrap_close(cube, times, margin, n_boot, seed) if len(seeds) > 1 else np.array([np.nan])
         closed = boots[np.isfinite(boots)]
         q = (1 - level) / 2
         rows.append({**dict(zip(facets, key)), "close": close,
                      "low": np.quantile(closed, q) if len(closed) else np.nan,
                      "high": np.quantile(closed, 1 - q) if len(closed) else np.nan,
-                     "open_share": 1 - len(closed) / len(boots), "n_seeds": len(seeds),
+                     "open_share": 1 - len(closed) / len(boots) if len(seeds) > 1 else np.nan, "n_seeds": len(seeds),
                      "ref_loss": curve[np.isfinite(curve)][0] if np.isfinite(curve).any() else np.nan,
                      "margin": margin, "level": level})
     out = pd.DataFrame(rows)

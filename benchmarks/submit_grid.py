@@ -31,10 +31,11 @@ def hydra_compose_cost(root: Path, overrides: list[list[str]]) -> float:
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(root / "conf")))
     master = loader.load_configuration("config", overrides=[f"hydra.searchpath=[file://{REPO}/conf]"],
                                        run_mode=RunMode.MULTIRUN)
+    sample = overrides[:: max(1, len(overrides) // 20)]  # ~0.3 s a point: time a sample, scale to the grid
     tic = time.perf_counter()
-    for o in overrides:
+    for o in sample:
         loader.load_sweep_config(master, o)
-    return time.perf_counter() - tic
+    return (time.perf_counter() - tic) * len(overrides) / len(sample)
 
 
 def main() -> int:
@@ -70,17 +71,17 @@ def main() -> int:
         if not args.keep:
             subprocess.run(["scancel", job])
     rest = total - validated - submitted
-    rows = [("hydra: compose every point (its sweeper's check; measured apart)", hydra_s),
+    rows = [("hydra: full composition of every point (skipped by hydra/sweeper=midsweep; a sample, scaled)", hydra_s),
             ("midsweep pre-flight: compose, validate, run ids, states", validated),
             ("submit: pickle every job + one sbatch array", submitted),
-            ("rest: interpreter, imports, Hydra startup, sweeper check, manifest", rest),
+            ("rest: interpreter, imports, Hydra startup, manifest", rest),
             ("total, command line to return", total)]
     print(f"{n}-point grid submitted to the local SLURM (array {job}; {'kept' if args.keep else 'cancelled'})")
-    print(f"{'phase':66} {'seconds':>8} {'share':>6}")
+    print(f"{'phase':88} {'seconds':>8} {'share':>6}")
     for name, s in rows:
-        print(f"{name:66} {s:8.2f} {s / total:6.0%}")
-    print(f"target: total < 60 s -> {'met' if total < 60 else 'MISSED'}; "
-          f"midsweep pre-flight is {hydra_s / max(validated, 1e-9):.1f}x faster than Hydra's per-point composition")
+        print(f"{name:88} {s:8.2f} {s / total:6.0%}")
+    print(f"target: total < 60 s -> {'met' if total < 60 else 'MISSED'}; midsweep pre-flight is "
+          f"{hydra_s / max(validated, 1e-9):.0f}x faster than Hydra's per-point composition (not counted in total)")
     return 0
 
 

@@ -41,10 +41,12 @@ def test_load_has_one_row_per_run_and_curves(sweep_dir):
     assert {C.INTRODUCE_AT, C.WEIGHT, C.SEED, C.KIND} <= set(sweep.coords)
     # 5 evaluation points x (general + code) per introduce run, (general + code) for baselines.
     assert len(sweep.curves) == len(written) * 5 * 2
-    run = sweep.runs.iloc[0]
-    final = json.loads((written["path"].iloc[0] / "summary.json").read_text())["final"] \
-        if sweep.runs.iloc[0][C.RUN_ID] == written["path"].iloc[0].name else None
-    assert run[C.STATUS] == C.DONE and final is None or run[C.final(C.GENERAL)] == final[C.GENERAL]
+    path = written["path"].iloc[5]
+    row = sweep.runs.set_index(C.RUN_ID).loc[path.name]
+    summary = json.loads((path / "summary.json").read_text())
+    assert row[C.STATUS] == C.DONE
+    assert row[C.final(C.GENERAL)] == summary["final"][C.GENERAL]
+    assert row[C.WEIGHT] == summary["coords"][C.WEIGHT]
 
 
 def test_tables_round_trip_through_csv_and_parquet(sweep_dir, tmp_path):

@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 
-from analysis import columns as C
 from analysis import laws, proximity, synthetic
 from analysis.derived import add_metrics
 from analysis.load import load_sweeps

@@ -61,6 +61,7 @@ CONFIG = '''
 defaults:
   - model: small
   - override hydra/launcher: midsweep_local
+  - override hydra/sweeper: midsweep
   - _self_
 w: 0.1
 t: 0

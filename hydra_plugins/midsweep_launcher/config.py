@@ -1,7 +1,7 @@
 """Config schemas of the midsweep launchers, registered under ``hydra/launcher``."""
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -43,4 +43,17 @@ class MidsweepSlurmConf(SlurmQueueConf, MidsweepOptions):
 ConfigStore.instance().store(group="hydra/launcher", name="midsweep_local", node=MidsweepLocalConf,
                              provider="midsweep_launcher")
 ConfigStore.instance().store(group="hydra/launcher", name="midsweep_slurm", node=MidsweepSlurmConf,
+                             provider="midsweep_launcher")
+
+
+@dataclass
+class MidsweepSweeperConf:
+    _target_: str = "hydra_plugins.midsweep_launcher.sweeper.MidsweepSweeper"
+    max_batch_size: Optional[int] = None
+    """Points handed to the launcher at once (None: the whole grid)."""
+    params: Optional[Dict[str, str]] = None
+    """Sweep axes given in the config instead of the command line, like the basic sweeper's."""
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="midsweep", node=MidsweepSweeperConf,
                              provider="midsweep_launcher")
