@@ -53,19 +53,33 @@ def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
     torch.load(run / "checkpoints" / "step_00000040" / "state.pt", weights_only=True)
 
 
-def test_rerunning_a_done_run_does_nothing(nano, tmp_path):
-    train_cli(*nano)
-    (run,) = run_dirs(tmp_path / "sweep")
-    before = (run / "metrics.jsonl").read_text()
-    t0 = time.time()
-    train_cli(*nano)
-    assert (run / "metrics.jsonl").read_text() == before
-    assert time.time() - t0 < 60
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted nano_test run (introduction at step 20), shared by the tests below."""
+    sweep = tmp_path_factory.mktemp("reference")
+    train_cli("experiment=nano_test", f"train.out_dir={sweep}")
+    (run,) = run_dirs(sweep)
+    return run
 
 
-def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(nano, tmp_path):
-    reference = tmp_path / "ref"
-    train_cli("experiment=nano_test", f"train.out_dir={reference}")
+def test_rerunning_a_done_run_does_nothing(reference):
+    before = (reference / "metrics.jsonl").read_text()
+    proc = train_cli("experiment=nano_test", f"train.out_dir={reference.parent}")
+    assert "is done already" in proc.stdout + proc.stderr
+    assert (reference / "metrics.jsonl").read_text() == before
+
+
+def test_runs_that_differ_after_step_t_are_identical_before_it(reference, tmp_path):
+    train_cli("experiment=nano_test", "mixture.introduce_at=0.75", f"train.out_dir={tmp_path}")
+    (late,) = run_dirs(tmp_path)
+    a, b = rows(reference / "metrics.jsonl"), rows(late / "metrics.jsonl")
+    def upto20(metrics):  # the event label differs at step 20 (a phase end in one run only)
+        return [{k: v for k, v in r.items() if k != "event"} for r in metrics if r["step"] <= 20]
+    assert upto20(a) == upto20(b)  # same batches and learning rates up to the fork
+    assert [r["loss"] for r in a if r["step"] == 30] != [r["loss"] for r in b if r["step"] == 30]
+
+
+def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(reference, nano, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,7 +91,7 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(nano, tmp_pa
     (run,) = run_dirs(sweep)
     assert json.loads((run / "status.json").read_text())["status"] == "running"  # killed mid-run
     train_cli(*nano)
-    (ref_run,) = run_dirs(reference)
+    ref_run = reference
     assert run.name == ref_run.name
     assert rows(run / "metrics.jsonl") == rows(ref_run / "metrics.jsonl")  # every loss, bit for bit
     assert json.loads((run / "summary.json").read_text())["final"] == json.loads((ref_run / "summary.json").read_text())["final"]

@@ -145,27 +145,12 @@ class RunConfig:
 
     def plan(self) -> dict:
         """Steps, tokens, FLOPs and parameters this run will take (an estimate for previews)."""
+        from midsweep.model import flops_per_token, non_embedding_params  # lazy: validating needs no torch
+
         vocab = 256 if self.data.tokenizer == "byte" else _vocab_size(self.data.tokenizer)
-        params, fpt = _model_cost(self.model, vocab)
         tokens = self.total_steps * self.tokens_per_step
-        return {"steps": self.total_steps, "tokens": tokens, "params": params, "flops": fpt * tokens}
-
-
-_COSTS: dict[tuple[str, int], tuple[int, float]] = {}
-
-
-def _model_cost(model_cfg: ModelConfig, vocab: int) -> tuple[int, float]:
-    """(non-embedding parameters, training FLOPs per token), from a model built on the meta device."""
-    key = (repr(model_cfg), vocab)
-    if key not in _COSTS:
-        import torch  # lazy: validating configs needs no torch
-
-        from midsweep.model import build_model, count_params, flops_per_token
-
-        with torch.device("meta"):
-            model = build_model(model_cfg, vocab)
-        _COSTS[key] = count_params(model), flops_per_token(model_cfg, vocab)
-    return _COSTS[key]
+        return {"steps": self.total_steps, "tokens": tokens, "params": non_embedding_params(self.model),
+                "flops": flops_per_token(self.model, vocab) * tokens}
 
 
 def _vocab_size(name: str) -> int:
