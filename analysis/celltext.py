@@ -1,58 +1,102 @@
 """Fast cell annotations: a heatmap of thousands of cells needs thousands of short labels, and one
 matplotlib Text per label costs about a millisecond each to lay out and draw, per output format.
-Here every label of a panel becomes one path (glyph outlines cached per character, placed in points
-around the cell centre) and all labels of the panel one PathCollection: drawn in a single call."""
+Here all labels of a panel are one artist that lays them out once and draws them straight through
+the renderer, with no per-label Text object."""
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.collections import PathCollection
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import RendererAgg
+from matplotlib.colors import to_rgba_array
 from matplotlib.font_manager import FontProperties
 from matplotlib.path import Path
 from matplotlib.textpath import TextPath, text_to_path
-from matplotlib.transforms import Affine2D
+from matplotlib.transforms import Affine2D, IdentityTransform
 
 _REF = 100.0  # glyphs are measured at this size and scaled, so rounding does not show
-_glyphs: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+_glyphs: dict[str, tuple[Path, float]] = {}
+_NO_TRANSFORMS, _NO_COLOR = np.zeros((0, 3, 3)), np.zeros((0, 4))
 
 
-def _glyph(ch: str, prop: FontProperties) -> tuple[np.ndarray, np.ndarray, float]:
-    """(vertices, codes, advance) of one character at size 1."""
+def _glyph(ch: str) -> tuple[Path, float]:
+    """(outline, advance) of one character at size 1."""
     if ch not in _glyphs:
+        prop = FontProperties(size=_REF)
         path = TextPath((0, 0), ch, size=_REF, prop=prop)
         advance = text_to_path.get_text_width_height_descent(ch, prop, ismath=False)[0]
-        _glyphs[ch] = (path.vertices / _REF, path.codes, advance / _REF)
+        _glyphs[ch] = (Path(path.vertices / _REF, path.codes), advance / _REF)
     return _glyphs[ch]
 
 
-def label_path(text: str, size: float) -> Path:
-    """The outline of ``text`` (lines split on newline) in points, centred on (0, 0)."""
-    prop = FontProperties(size=_REF)
+def layout(text: str, size: float) -> list[tuple[str, float, float]]:
+    """(line, x, y) of each line of ``text``: where its baseline starts, in points from the centre of
+    the text block."""
     lines = text.split("\n")
     line_h = 1.2 * size
-    verts, codes = [], []
-    for i, line in enumerate(lines):
-        parts = [_glyph(ch, prop) for ch in line]
-        width = sum(a for _, _, a in parts) * size
-        x = -width / 2
-        # Centre the block of lines; 0.36 * size puts the middle of a digit on the line's centre.
-        y = ((len(lines) - 1) / 2 - i) * line_h - 0.36 * size
-        for v, c, a in parts:
-            if len(v):
-                verts.append(v * size + (x, y))
-                codes.append(c)
-            x += a * size
-    if not verts:
-        return Path(np.zeros((1, 2)), [Path.MOVETO])
-    return Path(np.concatenate(verts), np.concatenate(codes))
+    # Centre the block of lines; 0.36 * size puts the middle of a digit on the line's centre.
+    return [(line, -sum(_glyph(ch)[1] for ch in line) * size / 2, ((len(lines) - 1) / 2 - i) * line_h - 0.36 * size)
+            for i, line in enumerate(lines)]
 
 
-def add_labels(ax, xs, ys, texts, colors, size: float = 6.0) -> PathCollection:
+class CellLabels(Artist):
+    """Texts centred on data points, ``size`` points high, each in its own colour. A raster canvas gets
+    one path collection per distinct character (the glyph outline made once, each use an offset); a
+    vector file gets one path per colour holding every glyph outline."""
+
+    def __init__(self, xs, ys, texts, colors, size: float = 6.0):
+        super().__init__()
+        self.set_in_layout(False)
+        self.set_zorder(3)  # above the image and cell outlines, like text
+        self.texts = list(texts)
+        self._xy = np.column_stack([xs, ys]).astype(float)
+        self._rgba = to_rgba_array(list(colors))
+        self._size = size
+        self._lines = [(i, *line) for i, text in enumerate(self.texts) for line in layout(text, size)]
+        uses: dict[str, list[tuple[int, float, float]]] = {}
+        for i, line, x, y in self._lines:
+            for ch in line:
+                path, advance = _glyph(ch)
+                if len(path.vertices):
+                    uses.setdefault(ch, []).append((i, x, y))
+                x += advance * size
+        self._uses = {ch: (np.array([u[0] for u in us]), np.array([u[1:] for u in us]))
+                      for ch, us in uses.items()}
+
+    def draw(self, renderer):
+        if not self.get_visible() or not self._lines:
+            return
+        # Offsets are placed in display units at draw time, so any dpi or figure size works.
+        centres = self.axes.transData.transform(self._xy)
+        px = renderer.points_to_pixels(1.0)
+        gc = renderer.new_gc()
+        gc.set_clip_rectangle(self.axes.bbox)
+        renderer.open_group("cell_labels", gid=self.get_gid())
+        if isinstance(renderer, RendererAgg):
+            glyph_to_display = Affine2D().scale(self._size * px)
+            for ch, (idx, shift) in self._uses.items():
+                renderer.draw_path_collection(
+                    gc, glyph_to_display, [_glyph(ch)[0]], _NO_TRANSFORMS, centres[idx] + shift * px,
+                    IdentityTransform(), self._rgba[idx], _NO_COLOR, [0.0], [(0, None)], [True], [None], "screen")
+        else:  # one path per colour: a vector backend writes each path with its own per-call overhead
+            scale = self._size * px
+            for rgba in np.unique(self._rgba, axis=0):
+                verts, codes = [], []
+                for ch, (idx, shift) in self._uses.items():
+                    pick = (self._rgba[idx] == rgba).all(axis=1)
+                    if pick.any():
+                        glyph = _glyph(ch)[0]
+                        at = centres[idx[pick]] + shift[pick] * px
+                        verts.append((glyph.vertices * scale + at[:, None, :]).reshape(-1, 2))
+                        codes.append(np.tile(glyph.codes, len(at)))
+                gc.set_foreground(rgba, isRGBA=True)
+                renderer.draw_path(gc, Path(np.concatenate(verts), np.concatenate(codes)), IdentityTransform(), rgba)
+        renderer.close_group("cell_labels")
+        gc.restore()
+        self.stale = False
+
+
+def add_labels(ax, xs, ys, texts, colors, size: float = 6.0) -> CellLabels:
     """Draw ``texts`` centred at data points (xs, ys) of ``ax`` in ``colors``, ``size`` points high."""
-    fig = ax.figure
-    paths = [label_path(t, size) for t in texts]
-    coll = PathCollection(paths, facecolors=list(colors), edgecolors="none", linewidths=0,
-                          offsets=np.column_stack([xs, ys]), offset_transform=ax.transData,
-                          transform=Affine2D().scale(1 / 72) + fig.dpi_scale_trans)
-    coll.set_in_layout(False)
-    ax.add_collection(coll, autolim=False)
-    return coll
+    labels = CellLabels(xs, ys, texts, colors, size)
+    ax.add_artist(labels)
+    return labels

@@ -6,7 +6,7 @@ from typing import Optional
 
 from midsweep.config.errors import Problem, require
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -20,8 +20,9 @@ class TrainConfig:
     """Sequences per forward/backward on one device; global_batch / (micro_batch * ranks) is the accumulation."""
     seed: int = 0
     """Seeds the model init and the data order (the domain of sample i is a function of (seed, i))."""
-    precision: str = "bf16"
-    """``bf16`` (autocast, GPU and CPU) or ``fp32``."""
+    precision: str = "auto"
+    """``bf16`` (autocast, GPU and CPU), ``fp32``, or ``auto``: bf16 where the hardware computes it natively
+    (CUDA with bf16, CPUs with AVX512-BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32)."""
     compile: bool = False
     """torch.compile the model (helps on GPU; on CPU it only adds compile time)."""
     device: str = "auto"
@@ -54,7 +55,7 @@ class TrainConfig:
                 f"global_batch {self.global_batch} is not divisible by micro_batch {self.micro_batch}",
                 "make global_batch a multiple of micro_batch x number of ranks")
         require(out, self.precision in PRECISIONS, f"{prefix}.precision", f"unknown precision {self.precision!r}",
-                "use bf16 or fp32")
+                "use auto, bf16 or fp32")
         require(out, self.device in DEVICES, f"{prefix}.device", f"unknown device {self.device!r}",
                 "use auto, cpu or cuda")
         require(out, self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "negative", "use 0 or more steps")

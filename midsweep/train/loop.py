@@ -50,7 +50,8 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
         raise ConfigError([Problem("train.device", "cuda asked for but no GPU is visible", "use train.device=auto")])
     # accelerate runs several CPU ranks (gloo) only when told cpu=True
     cpu = run.train.device == "cpu" or not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if run.train.precision == "bf16" else "no", cpu=cpu)
+    precision = run.train.precision if run.train.precision != "auto" else ("bf16" if _native_bf16(cpu) else "fp32")
+    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=cpu)
     world = accelerator.num_processes
     per_rank, rem = divmod(run.train.global_batch, world * run.train.micro_batch)
     if rem or per_rank == 0:
@@ -119,7 +120,8 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
         out = {"run_id": run.run_id(), "experiment": run.name, "status": status, "reason": reason,
                "coords": run.coords(), "overrides": _overrides(overrides), "final": final, "phase_end": phase_end,
                "steps": step, "tokens": step * tps, "tokens_by_domain": counts_tokens(),
-               "flops": fpt * step * tps, "wall_time_s": wall, "params": params}
+               "flops": fpt * step * tps, "wall_time_s": wall, "params": params, "precision": precision,
+               "world_size": world}
         rec.summary(out)
         return out
 
@@ -209,6 +211,16 @@ def _adamw(model: torch.nn.Module, run: RunConfig, fused: bool) -> torch.optim.O
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused or None)
+
+
+def _native_bf16(cpu: bool) -> bool:
+    if not cpu:
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
