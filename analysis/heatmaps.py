@@ -20,6 +20,8 @@ AXES = [C.INTRODUCE_AT, C.WEIGHT]
 NOT_FACETS = {C.INTRODUCE_AT, C.WEIGHT, C.SEED, C.INTRODUCE_TOKENS}
 # A cell without a result shows the most informative status of its runs, in this order.
 CELL_STATUS_ORDER = (C.FAILED, C.REQUEUED, C.RUNNING, C.DONE)
+# Loss heatmaps get the best-weight-vs-time curve drawn over them (forgetting is not a loss to pick by).
+BEST_LINE_METRICS = (C.IN_DOMAIN, C.TARGET_LOSS)
 
 
 def heatmap_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -80,21 +82,24 @@ def _status_notes(table: pd.DataFrame, grid_runs: pd.DataFrame, keys: list[str],
     todo = np.flatnonzero(status != "ok")
     if len(todo) == 0:
         return status, notes
-    # Only cells short of results need the per-run story, told by the runs without a value.
+    # Only cells short of results need the per-run story, told by the runs without a value. Plain
+    # arrays per cell: pandas operations per cell cost milliseconds each on a grid of thousands.
     short = grid_runs[(grid_runs[C.STATUS] != C.DONE) | grid_runs[metric].isna()]
-    by_cell = {k if isinstance(k, tuple) else (k,): g for k, g in short.groupby(keys, dropna=False)}
+    run_status, run_reason = short[C.STATUS].to_numpy(), short[C.REASON].to_numpy()
+    by_cell = {k if isinstance(k, tuple) else (k,): pos for k, pos in short.groupby(keys, dropna=False).indices.items()}
     cells = list(table[keys].itertuples(index=False, name=None))
+    n_done, n_seeds = table["n_done"].to_numpy(), table["n_seeds"].to_numpy()
     for i in todo:
-        runs = by_cell.get(cells[i])
-        n_text = f"{table['n_done'].iat[i]}/{table['n_seeds'].iat[i]} seeds"
-        if runs is None:
+        pos = by_cell.get(cells[i])
+        n_text = f"{n_done[i]}/{n_seeds[i]} seeds"
+        if pos is None:
             status[i] = status[i] or C.MISSING
             notes[i] = C.MISSING if status[i] == C.MISSING else f"{n_text}; rest missing"
             continue
-        kinds = [s for s in CELL_STATUS_ORDER if (runs[C.STATUS] == s).any()]
-        worst = kinds[0] if kinds else C.MISSING
-        reasons = runs.loc[runs[C.STATUS] == C.FAILED, C.REASON].dropna().unique()
-        text = f"{C.FAILED}: {reasons[0]}" if worst == C.FAILED and len(reasons) else worst
+        seen = set(run_status[pos])
+        worst = next((s for s in CELL_STATUS_ORDER if s in seen), C.MISSING)
+        reasons = [r for st, r in zip(run_status[pos], run_reason[pos]) if st == C.FAILED and r is not None and r == r]
+        text = f"{C.FAILED}: {reasons[0]}" if worst == C.FAILED and reasons else worst
         if worst == C.DONE:  # done runs without this metric (no baseline, no post-training)
             worst, text = "no value", f"no {metric}"
         if status[i] == "partial":
@@ -130,15 +135,37 @@ def grid_of(cells: pd.DataFrame):
     return times, weights, m, ti, wi
 
 
-def draw_panel(ax, cells: pd.DataFrame, norm, cmap: str, annotate: bool = True):
+def best_weight_line(cells: pd.DataFrame):
+    """The best-weight-vs-time curve of one facet, in grid indices: (time index, weight index) of the
+    lowest mean at each introduction time that has a result (ties: the lower weight)."""
+    _, _, m, _, _ = grid_of(cells)
+    has = np.isfinite(m).any(axis=0)
+    return np.flatnonzero(has), np.argmin(np.where(np.isfinite(m), m, np.inf), axis=0)[has]
+
+
+def draw_best_line(ax, xs, ys, zorder: float = 4):
+    """The best-weight-vs-time curve over a heatmap: white under black, visible on any colour."""
+    ax.plot(xs, ys, "-o", color="white", lw=2.6, ms=5, mec="black", zorder=zorder)
+    ax.plot(xs, ys, "-", color="black", lw=1.0, zorder=zorder + 0.1, label="best weight")
+
+
+def draw_panel(ax, cells: pd.DataFrame, norm, cmap: str, annotate: bool = True, xticks: bool = True,
+               yticks: bool = True):
     """Draw one facet's heatmap on ``ax``: coloured cells with mean ± seed std, hatched cells with the
-    reason, the best cell outlined. Returns the image (for a colour bar)."""
+    reason, the best cell outlined. ``xticks``/``yticks`` False leave that axis bare (inner panels of a
+    grid: every tick is an artist to build and draw). Returns the image (for a colour bar)."""
     times, weights, m, ti, wi = grid_of(cells)
     im = ax.imshow(np.ma.masked_invalid(m), origin="lower", cmap=cmap, norm=norm, aspect="auto")
-    ax.set_xticks(range(len(times)), [f"{t:g}" for t in times])
-    ax.set_yticks(range(len(weights)), [f"{w:g}" for w in weights])
-    ax.set_xlabel("introduction time (fraction of training)")
-    ax.set_ylabel("mixture weight")
+    if xticks:
+        ax.set_xticks(range(len(times)), [f"{t:g}" for t in times])
+        ax.set_xlabel("introduction time (fraction of training)")
+    else:
+        ax.set_xticks([])
+    if yticks:
+        ax.set_yticks(range(len(weights)), [f"{w:g}" for w in weights])
+        ax.set_ylabel("mixture weight")
+    else:
+        ax.set_yticks([])
     size = 6.0 if max(len(times), len(weights)) <= 8 else 5.0
     empty = (cells["n_done"] == 0).to_numpy()
     mean, std = cells["mean"].to_numpy(), cells["std"].to_numpy()
@@ -176,22 +203,27 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     pw, ph = max(2.6, 0.5 * nt), max(2.0, 0.36 * nw)  # axes size
     left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 0.85, 0.6, 0.35, 0.75
     width, height = left + right + ncols * pw + (ncols - 1) * gap_w, top + bottom + nrows * ph + (nrows - 1) * gap_h
-    fig, axes = style.figure(nrows, ncols, panel=(width / ncols, height / nrows), layout=None, sharex=True,
-                             sharey=True)
+    fig, axes = style.figure(nrows, ncols, panel=(width / ncols, height / nrows), layout=None)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
                         wspace=gap_w / pw, hspace=gap_h / ph)
     for ax in axes.flat:
         ax.set_visible(False)
-    rows = {}
+    rows, used = {}, {(r, c) for r, c, _, _ in panels}
     for r, c, title, cells in panels:
         rows.setdefault(r, []).append((c, title, cells))
+    # The panels share one grid: tick labels only on the lowest panel of a column and the first of a row.
+    bottom = {c: max(r for r, c2 in used if c2 == c) for _, c in used}
+    left = {r: min(c for r2, c in used if r2 == r) for r, _ in used}
     for r, row in rows.items():
         # One colour scale per row (per domain): losses of different domains are not comparable.
         norm = style.norm_for(pd.concat([cells["mean"] for _, _, cells in row]).tolist(), diverging)
         for c, title, cells in row:
             ax = axes[r, c]
             ax.set_visible(True)
-            im = draw_panel(ax, cells, norm, cmap)
+            im = draw_panel(ax, cells, norm, cmap, xticks=bottom[c] == r, yticks=left[r] == c)
+            if metric in BEST_LINE_METRICS:
+                # Under the cell labels, so the numbers stay readable where the curve crosses them.
+                draw_best_line(ax, *best_weight_line(cells), zorder=2.5)
             best = cells[cells["best"]]
             if not best.empty:
                 b = best.iloc[0]
@@ -200,8 +232,6 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
         bbox = axes[r, ncols - 1].get_position()
         cax = fig.add_axes([bbox.x1 + 0.15 / width, bbox.y0, 0.12 / width, bbox.height])
         fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, metric))
-    for ax in axes.flat:
-        ax.label_outer()  # one set of tick labels per row and column: panels share the grid
     n_seeds = int(table["n_seeds"].max()) if len(table) else 0
     fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}\nmean over {n_seeds} seed(s) ± seed std; "
                  "outlined = best; hatched = no result", fontsize=9)

@@ -10,7 +10,7 @@ import pandas as pd
 from analysis import columns as C
 from analysis import style
 from analysis.derived import add_metrics
-from analysis.heatmaps import AXES, draw_panel, facet_panels, grid_of, heatmap_runs, heatmap_table
+from analysis.heatmaps import AXES, draw_best_line, draw_panel, facet_panels, grid_of, heatmap_runs, heatmap_table
 
 
 def best_per_time(table: pd.DataFrame) -> pd.DataFrame:
@@ -122,10 +122,7 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
         im = draw_panel(ax, cells, norm, style.DIVERGING if metric == C.FORGETTING else style.SEQUENTIAL,
                         annotate=False)
         fig.colorbar(im, ax=ax, shrink=0.85, label=C.SHORT_LABELS.get(metric, metric))
-        bx = np.searchsorted(times, b[C.INTRODUCE_AT])
-        by = np.searchsorted(weights, b["best_weight"])
-        ax.plot(bx, by, "-o", color="white", lw=2.6, ms=5, mec="black", zorder=4)
-        ax.plot(bx, by, "-", color="black", lw=1.0, zorder=5, label="best weight")
+        draw_best_line(ax, np.searchsorted(times, b[C.INTRODUCE_AT]), np.searchsorted(weights, b["best_weight"]))
         ax.set_title(f"{title}\nbest weight per introduction time")
         ax2.errorbar(b[C.INTRODUCE_AT], b["best_loss"], yerr=b["std"].fillna(0), fmt="-o", ms=4,
                      color=style.color(0), capsize=2, label="best loss (± seed std)")

@@ -1,7 +1,6 @@
 """Every invalid value fails before anything is loaded, naming its key and the fix."""
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf.errors import ValidationError
 
 from midsweep.app import CONF_DIR
 from midsweep.config import ConfigError, to_run_config

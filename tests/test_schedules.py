@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from midsweep.config import MixtureConfig, RunConfig, StageConfig, TrainConfig
+from midsweep.config import RunConfig, StageConfig, TrainConfig
 from midsweep.data.sampler import MixtureSampler
 from midsweep.schedules import LRSchedule, MixtureSchedule
 

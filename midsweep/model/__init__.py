@@ -5,7 +5,6 @@ only when asked for).
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from midsweep.config.errors import raise_if_any
