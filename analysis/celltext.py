@@ -70,6 +70,7 @@ class CellLabels(Artist):
         px = renderer.points_to_pixels(1.0)
         gc = renderer.new_gc()
         gc.set_clip_rectangle(self.axes.bbox)
+        gc.set_snap(False)  # snapping would drop the thin strokes of '.', '±' and '/' at small sizes
         renderer.open_group("cell_labels", gid=self.get_gid())
         if isinstance(renderer, RendererAgg):
             glyph_to_display = Affine2D().scale(self._size * px)

@@ -143,9 +143,9 @@ def best_weight_line(cells: pd.DataFrame):
     return np.flatnonzero(has), np.argmin(np.where(np.isfinite(m), m, np.inf), axis=0)[has]
 
 
-def draw_best_line(ax, xs, ys, zorder: float = 4):
+def draw_best_line(ax, xs, ys, zorder: float = 4, markers: bool = True):
     """The best-weight-vs-time curve over a heatmap: white under black, visible on any colour."""
-    ax.plot(xs, ys, "-o", color="white", lw=2.6, ms=5, mec="black", zorder=zorder)
+    ax.plot(xs, ys, "-o" if markers else "-", color="white", lw=2.6, ms=5, mec="black", zorder=zorder)
     ax.plot(xs, ys, "-", color="black", lw=1.0, zorder=zorder + 0.1, label="best weight")
 
 
@@ -201,7 +201,7 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     # Fixed margins in inches instead of a layout engine: the engine measures every tick label several
     # times, which dominates drawing a figure of many panels.
     pw, ph = max(2.6, 0.5 * nt), max(2.0, 0.36 * nw)  # axes size
-    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 0.85, 0.6, 0.35, 0.75
+    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 1.05, 0.6, 0.35, 0.75
     width, height = left + right + ncols * pw + (ncols - 1) * gap_w, top + bottom + nrows * ph + (nrows - 1) * gap_h
     fig, axes = style.figure(nrows, ncols, panel=(width / ncols, height / nrows), layout=None)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
@@ -212,18 +212,18 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     for r, c, title, cells in panels:
         rows.setdefault(r, []).append((c, title, cells))
     # The panels share one grid: tick labels only on the lowest panel of a column and the first of a row.
-    bottom = {c: max(r for r, c2 in used if c2 == c) for _, c in used}
-    left = {r: min(c for r2, c in used if r2 == r) for r, _ in used}
+    lowest = {c: max(r for r, c2 in used if c2 == c) for _, c in used}
+    first = {r: min(c for r2, c in used if r2 == r) for r, _ in used}
     for r, row in rows.items():
         # One colour scale per row (per domain): losses of different domains are not comparable.
         norm = style.norm_for(pd.concat([cells["mean"] for _, _, cells in row]).tolist(), diverging)
         for c, title, cells in row:
             ax = axes[r, c]
             ax.set_visible(True)
-            im = draw_panel(ax, cells, norm, cmap, xticks=bottom[c] == r, yticks=left[r] == c)
+            im = draw_panel(ax, cells, norm, cmap, xticks=lowest[c] == r, yticks=first[r] == c)
             if metric in BEST_LINE_METRICS:
                 # Under the cell labels, so the numbers stay readable where the curve crosses them.
-                draw_best_line(ax, *best_weight_line(cells), zorder=2.5)
+                draw_best_line(ax, *best_weight_line(cells), zorder=2.5, markers=False)
             best = cells[cells["best"]]
             if not best.empty:
                 b = best.iloc[0]

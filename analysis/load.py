@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ CURVE_FIELDS = ("step", "tokens", "phase", "domain", "loss", "lr", "event")
 SUMMARY_FIELDS = ("steps", "tokens", "flops", "wall_time_s", "params")
 # When one run id appears in several sweeps, keep the copy that got furthest.
 STATUS_RANK = {C.DONE: 0, C.FAILED: 1, C.REQUEUED: 2, C.RUNNING: 3}
+# Reading a run directory from a local page cache takes ~50 us; slower than this means a network file
+# system, where reader threads pay off.
+SAMPLE, SLOW_DIR_S = 200, 300e-6
 
 
 @dataclass
@@ -54,12 +58,8 @@ def load_sweeps(dirs, threads: int = 8) -> Sweep:
     for d in map(Path, dirs):
         if not d.is_dir():
             raise SweepError(f"sweep directory {d} does not exist: pass the train.out_dir of a sweep")
-        candidates += [Path(e.path) for e in sorted(os.scandir(d), key=lambda e: e.name) if e.is_dir()]
-    # Reading overlaps in threads (a cluster file system has latency); a chunk per task keeps the
-    # pool's own overhead small. Parsing stays in this thread.
-    chunks = [candidates[i:i + 256] for i in range(0, len(candidates), 256)]
-    with ThreadPoolExecutor(threads) as pool:
-        raw = [r for chunk in pool.map(lambda c: [_read_files(p) for p in c], chunks) for r in chunk]
+        candidates += [e.path for e in sorted(os.scandir(d), key=lambda e: e.name) if e.is_dir()]
+    raw = _read_all(candidates, threads)
     found = [(p, files) for p, files in zip(candidates, raw)
              if files["status.json"] is not None or files["summary.json"] is not None]
     if not found:
@@ -90,17 +90,33 @@ _KNOWN_COORDS = (C.KIND, C.DOMAIN, C.INTRODUCE_AT, C.INTRODUCE_TOKENS, C.WEIGHT,
                  C.WARMUP, C.TRAIN_TOKENS, C.POSTTRAIN)
 
 
-def _read_files(run_dir: Path) -> dict[str, bytes | None]:
+def _read_all(run_dirs: list[str], threads: int) -> list[dict[str, bytes | None]]:
+    """The files of every run directory. Local, cached files read fastest in this one thread (reader
+    threads only fight over the GIL); a cluster file system's latency is hidden by reading in threads.
+    The first directories, timed, tell which one this is."""
+    head = run_dirs[:SAMPLE]
+    start = time.perf_counter()
+    raw = [_read_files(p) for p in head]
+    rest = run_dirs[SAMPLE:]
+    if threads > 1 and rest and (time.perf_counter() - start) / len(head) > SLOW_DIR_S:
+        chunks = [rest[i:i + 64] for i in range(0, len(rest), 64)]
+        with ThreadPoolExecutor(threads) as pool:
+            return raw + [r for chunk in pool.map(lambda c: [_read_files(p) for p in c], chunks) for r in chunk]
+    return raw + [_read_files(p) for p in rest]
+
+
+def _read_files(run_dir: str) -> dict[str, bytes | None]:
     out = {}
-    for name in RUN_FILES:
+    for name in RUN_FILES:  # plain str paths and open(): pathlib costs more than the read itself here
         try:
-            out[name] = (run_dir / name).read_bytes()
+            with open(os.path.join(run_dir, name), "rb") as f:
+                out[name] = f.read()
         except FileNotFoundError:
             out[name] = None
     return out
 
 
-def _json(run_dir: Path, name: str, data: bytes | None, problems: list[str]) -> dict | None:
+def _json(run_dir: str, name: str, data: bytes | None, problems: list[str]) -> dict | None:
     if data is None:
         return None
     try:
@@ -116,15 +132,15 @@ def _json(run_dir: Path, name: str, data: bytes | None, problems: list[str]) -> 
     return obj
 
 
-def _parse_run(run_dir: Path, files: dict, problems: list[str]) -> tuple[dict | None, dict | None]:
+def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | None, dict | None]:
     summary = _json(run_dir, "summary.json", files["summary.json"], problems)
     status = _json(run_dir, "status.json", files["status.json"], problems)
     if summary is None and status is None:
         return None, None
     summary, status = summary or {}, status or {}
-    run_id = summary.get("run_id") or run_dir.name
+    run_id = summary.get("run_id") or os.path.basename(run_dir)
     coords = summary.get("coords") or {}
-    row = {C.RUN_ID: run_id, C.SWEEP: str(run_dir.parent), "path": str(run_dir),
+    row = {C.RUN_ID: run_id, C.SWEEP: os.path.dirname(run_dir), "path": run_dir,
            "experiment": summary.get("experiment"),
            # status.json says what the run is doing now; summary.json may lag behind it.
            C.STATUS: status.get("status") or summary.get("status"),
@@ -192,24 +208,26 @@ def _curves_table(sources: list[dict], keep: set) -> pd.DataFrame:
     (one C++ pass instead of a Python dict per row); a file that does not parse falls back to Python."""
     blobs, ids, sweeps, counts = [], [], [], []
     for src in sources:
-        if src["lines"] is None or (src[C.SWEEP], src[C.RUN_ID]) not in keep:
+        data = src["lines"]
+        if not data or (src[C.SWEEP], src[C.RUN_ID]) not in keep:
             continue
-        lines = [ln for ln in src["lines"].split(b"\n") if ln.strip()]
-        blobs += lines
+        # Whole files, joined: rows per file = newlines, checked against the parsed total below.
+        blobs.append(data if data.endswith(b"\n") else data + b"\n")
         ids.append(src[C.RUN_ID])
         sweeps.append(src[C.SWEEP])
-        counts.append(len(lines))
+        counts.append(blobs[-1].count(b"\n"))
     try:
         if not blobs:
             raise pa.ArrowInvalid("no rows")
-        table = pa_json.read_json(io.BytesIO(b"\n".join(blobs)), parse_options=pa_json.ParseOptions(
+        table = pa_json.read_json(io.BytesIO(b"".join(blobs)), parse_options=pa_json.ParseOptions(
             explicit_schema=CURVE_SCHEMA, unexpected_field_behavior="ignore"))
+        if table.num_rows != sum(counts):
+            raise pa.ArrowInvalid("blank lines: rows do not line up with files")
         curves = table.select(list(CURVE_FIELDS)).to_pandas()
-    except pa.ArrowInvalid:  # a torn line, a NaN loss, or no rows: parse file by file in Python
-        rows, start = [], 0
-        for i, n in enumerate(counts):
-            parsed = _jsonl(b"\n".join(blobs[start:start + n]))
-            start += n
+    except pa.ArrowInvalid:  # a torn line, a NaN loss, blank lines or no rows: parse file by file in Python
+        rows = []
+        for i, blob in enumerate(blobs):
+            parsed = _jsonl(blob)
             rows += parsed
             counts[i] = len(parsed)
         curves = pd.DataFrame.from_records(rows, columns=list(CURVE_FIELDS))

@@ -60,15 +60,20 @@ def draw_gain_forgetting(table: pd.DataFrame, out_dir, name: str = "midtrain_vs_
 
 def upsample_table(runs: pd.DataFrame, coords) -> pd.DataFrame:
     """Per domain and upsampled fraction: mean and seed std of the targeted (in-domain) and general losses,
-    with the matching baseline's values (fraction 0) when there is one."""
+    and the matching no-introduction baseline's (``baseline_in_domain``, ``baseline_general_loss``; NaN
+    without a done ``mixture.kind=none`` run)."""
     frac = C.upsample_column(coords)
     ups = runs[(runs[C.KIND] == C.KIND_UPSAMPLE) & (runs[C.STATUS] == C.DONE)]
     if frac is None or ups.empty:
         return pd.DataFrame()
     ups, held = hold_fixed(ups, coords, [frac, C.DOMAIN])
+    # Each run's matched no-introduction baseline, recovered from the derived gain and forgetting.
+    ups = ups.assign(baseline_in_domain=ups[C.IN_DOMAIN] + ups[C.IN_DOMAIN_GAIN],
+                     baseline_general_loss=ups[C.GENERAL_LOSS] - ups[C.FORGETTING])
     out = (ups.groupby([C.DOMAIN, frac])[[C.IN_DOMAIN, C.GENERAL_LOSS]].agg(["mean", "std", "count"]))
     out.columns = [f"{a}_{b}" for a, b in out.columns]
-    out = out.reset_index().rename(columns={frac: "fraction"})
+    base = ups.groupby([C.DOMAIN, frac])[["baseline_in_domain", "baseline_general_loss"]].mean()
+    out = out.join(base).reset_index().rename(columns={frac: "fraction"})
     out.attrs.update(held=held, fraction=frac)
     return out
 
@@ -79,6 +84,9 @@ def draw_upsample(table: pd.DataFrame, out_dir, name: str = "upsampling", format
         for i, (domain, g) in enumerate(table.groupby(C.DOMAIN)):
             ax.errorbar(g["fraction"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"].fillna(0), fmt="-o", ms=4,
                         capsize=2, color=style.color(i), label=str(domain))
+            base = g[f"baseline_{metric}"].mean()
+            if base == base:
+                ax.axhline(base, color=style.color(i), ls="--", lw=1, label=f"{domain}: baseline (no upsampling)")
         ax.set_xlabel(f"upsampled fraction ({table.attrs['fraction']})")
         ax.set_ylabel(C.METRIC_LABELS[metric])
         ax.legend(title="domain")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis import columns as C
-from analysis import heatmaps, synthetic, window
+from analysis import heatmaps, studies, synthetic, window
 from analysis.cli import main
 from analysis.derived import add_metrics
 from analysis.load import SweepError, load_sweeps, read_tables, save_tables
@@ -146,6 +146,39 @@ def test_failed_running_and_missing_cells_are_kept_with_their_reason(sweep_dir):
     # Drawing shows every cell: the hatched ones carry their note.
     fig_files = heatmaps.draw_heatmaps(table, d / "figs", formats=("png",))
     assert fig_files[0].stat().st_size > 0
+
+
+def test_loss_heatmap_draws_the_best_weight_per_time(sweep_dir):
+    d, written = sweep_dir
+    for p in written[written[C.INTRODUCE_AT] == 0.75]["path"]:
+        synthetic.set_status(p, C.FAILED, "oom")
+    table = heatmaps.heatmap_table(load_sweeps([d]).runs, C.IN_DOMAIN)
+    xs, ys = heatmaps.best_weight_line(table)
+    best = window.best_per_time(table)
+    # The curve is the window's best weight per time; a time with no result is skipped, not guessed.
+    assert [TIMES[i] for i in xs] == best[C.INTRODUCE_AT].tolist() == [0.0, 0.25, 0.5]
+    assert [WEIGHTS[j] for j in ys] == best["best_weight"].tolist()
+    assert C.IN_DOMAIN in heatmaps.BEST_LINE_METRICS and C.FORGETTING not in heatmaps.BEST_LINE_METRICS
+
+
+def test_heatmap_is_written_as_png_and_pdf(sweep_dir):
+    d, _ = sweep_dir
+    table = heatmaps.heatmap_table(load_sweeps([d]).runs, C.IN_DOMAIN)
+    png, pdf = heatmaps.draw_heatmaps(table, d / "figs")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.read_bytes().rstrip().endswith(b"%%EOF")
+
+
+def test_upsampling_table_carries_the_matching_baseline(tmp_path):
+    synthetic.plasticity_sweep(tmp_path, [0.0], [0.1], [0])
+    synthetic.upsample_sweep(tmp_path, [0.0, 0.2, 0.4])
+    sweep = load_sweeps([tmp_path])
+    runs = add_metrics(sweep.runs)
+    up = studies.upsample_table(runs, sweep.coords)
+    base = runs[runs[C.KIND] == C.KIND_NONE].iloc[0]
+    assert len(up) == 3
+    np.testing.assert_allclose(up["baseline_general_loss"], base[C.final(C.GENERAL)])
+    np.testing.assert_allclose(up["baseline_in_domain"], base[C.final("code")])
 
 
 def test_running_run_without_summary_takes_coords_from_config(sweep_dir):

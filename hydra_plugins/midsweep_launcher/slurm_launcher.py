@@ -2,8 +2,9 @@
 
 Before anything is submitted: every point is validated, finished runs are skipped, runs whose job is
 still queued or running are not submitted twice, and ``preview=true`` only prints the plan. Then the
-points go out as one job array; ``wait=false`` returns at once (the manifest tells ``midsweep status``
-which job runs which run). Adds the ``srun_args`` and ``python`` keys missing from the 1.2.0 release.
+points go out as one job array, the launcher pickled once for all of them (pickled_once.py);
+``wait=false`` returns at once (the manifest tells ``midsweep status`` which job runs which run).
+Adds the ``srun_args`` and ``python`` keys missing from the 1.2.0 release.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 from hydra_plugins.midsweep_launcher import common
+from hydra_plugins.midsweep_launcher.pickled_once import PickledOnce
 from midsweep.launch import manifest, slurm_state
 
 log = logging.getLogger("midsweep.launch")
@@ -72,12 +74,12 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         self.skip_queued(points)
         todo = [p for p in points if p.submit]
         tic = time.perf_counter()
-        jobs = self.submit(todo) if todo else []
+        jobs, note = self.submit(todo) if todo else ([], "nothing to submit")
         took = time.perf_counter() - tic
         fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
                              "submission_dir": os.path.abspath(str(self.config.hydra.sweep.dir))} for p, j in zip(todo, jobs)}
         paths = common.write_manifests(points, fields)
-        log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s; manifest: {', '.join(paths)}")
+        log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s ({note}); manifest: {', '.join(paths)}")
         job_of = {p.index: j for p, j in zip(todo, jobs)}
         returns = []
         for p in points:
@@ -108,15 +110,21 @@ class MidsweepSlurmLauncher(SlurmLauncher):
                 p.action, p.reason = "queued", f"job {jobs[p.run_id]} is still {job['state']}"
                 log.info(f"\t#{p.index} {p.run_id} not submitted again: {p.reason}")
 
-    def submit(self, todo: list) -> list:
+    def submit(self, todo: list) -> tuple[list, str]:
+        """Submit one job per point (one array); the jobs and a note on the shared pickle."""
+        from submitit.core.utils import JobPaths
+
         ex = self.executor()
         log.info(f"submitting {len(todo)} job(s) to SLURM; sweep dir {self.config.hydra.sweep.dir}")
-        state = Singleton.get_state()
+        tic = time.perf_counter()
+        call = PickledOnce.write(JobPaths.get_first_id_independent_folder(ex.folder), self, Singleton.get_state())
+        took = time.perf_counter() - tic
+        note = f"launcher pickled once: {os.path.getsize(call.path) / 1e6:.2f} MB in {took:.3f}s"
         args = []
         for p in todo:
             log.debug(f"\t#{p.index} {p.run_id}: {' '.join(filter_overrides(p.overrides))}")
-            args.append((p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}", state))
-        return ex.map_array(self, *zip(*args))
+            args.append((p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}"))
+        return ex.map_array(call, *zip(*args)), note
 
     @staticmethod
     def result(point: Any, job: Any) -> JobReturn:

@@ -22,6 +22,7 @@ class PointComposer:
         self.parser = OverridesParser.create(config_loader=config_loader)
         self.groups = set(OmegaConf.select(master_config, "hydra.runtime.choices", default={}) or {})
         self._bases: dict[tuple[str, ...], DictConfig] = {}
+        self._parsed: dict[str, Override] = {}
 
     def _structural(self, o: Override) -> bool:
         key = o.key_or_group
@@ -36,9 +37,15 @@ class PointComposer:
             self._bases[structural] = full
         return self._bases[structural]
 
+    def _parse(self, override: str) -> Override:
+        """Hydra's parse of one override; cached, since a grid repeats each value many times (3 ms each)."""
+        if override not in self._parsed:
+            (self._parsed[override],) = self.parser.parse_overrides([override])
+        return self._parsed[override]
+
     def task_config(self, overrides: Sequence[str]) -> DictConfig:
         """The config the task function would receive for these overrides (no ``hydra`` node)."""
-        parsed = self.parser.parse_overrides(list(overrides))
+        parsed = [self._parse(o) for o in overrides]
         structural = [o for o in parsed if self._structural(o)]
         values = [o for o in parsed if not self._structural(o)]
         base = self._base(tuple(o.input_line for o in structural))

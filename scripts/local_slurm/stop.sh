@@ -2,6 +2,8 @@
 # scripts/local_slurm/stop.sh - stop ONLY the daemons that start.sh started, using the
 # pid files it recorded in /run/local-slurm (each pid is checked against the expected
 # executable first, so a stale file never kills an unrelated process).  Idempotent.
+# Usage: stop.sh [NAME...]  - only these daemons (slurmd slurmctld slurmdbd mariadb munged),
+# e.g. the ones one start.sh call reported as "started NAME"; default: all recorded ones.
 # If this script owns slurmctld, the cluster's jobs are cancelled first so that no job
 # processes (slurmstepd + tasks) outlive it; LOCAL_SLURM_CANCEL_JOBS=0 skips that.
 set -uo pipefail
@@ -11,6 +13,12 @@ CANCEL_JOBS="${LOCAL_SLURM_CANCEL_JOBS:-1}"
 declare -A EXE=([slurmd]=/usr/sbin/slurmd [slurmctld]=/usr/sbin/slurmctld
                 [slurmdbd]=/usr/sbin/slurmdbd [mariadb]=/usr/sbin/mariadbd [munged]=/usr/sbin/munged)
 ORDER=(slurmd slurmctld slurmdbd mariadb munged)
+if (($#)); then
+  for name in "$@"; do [[ -n ${EXE[$name]:-} ]] || { echo "[local-slurm] ERROR: unknown daemon $name" >&2; exit 2; }; done
+  wanted=" $* "; kept=()
+  for name in "${ORDER[@]}"; do [[ $wanted == *" $name "* ]] && kept+=("$name"); done
+  ORDER=("${kept[@]}")
+fi
 
 log() { echo "[local-slurm] $*" >&2; }
 [[ $(id -u) == 0 ]] || { log "ERROR: must run as root"; exit 1; }
@@ -28,7 +36,7 @@ running() { # live and not a zombie (PID 1 here may reap orphans late)
   [[ -n $st && $st != Z ]]
 }
 
-if [[ $CANCEL_JOBS == 1 ]] && owned_pid slurmctld >/dev/null; then
+if [[ $CANCEL_JOBS == 1 && " ${ORDER[*]} " == *" slurmctld "* ]] && owned_pid slurmctld >/dev/null; then
   jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
   if [[ -n ${jobs// /} ]]; then
     log "cancelling jobs: $jobs"
