@@ -76,8 +76,9 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         tic = time.perf_counter()
         jobs, note = self.submit(todo) if todo else ([], "nothing to submit")
         took = time.perf_counter() - tic
+        submission_dir = os.path.abspath(str(self.config.hydra.sweep.dir))
         fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
-                             "submission_dir": os.path.abspath(str(self.config.hydra.sweep.dir))} for p, j in zip(todo, jobs)}
+                             "submission_dir": submission_dir} for p, j in zip(todo, jobs)}
         paths = common.write_manifests(points, fields)
         log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s ({note}); manifest: {', '.join(paths)}")
         job_of = {p.index: j for p, j in zip(todo, jobs)}

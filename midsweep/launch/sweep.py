@@ -8,7 +8,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException

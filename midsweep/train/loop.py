@@ -174,6 +174,7 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
             if step in eval_at:
                 evaluate(step, eval_at[step])
                 summary("running")
+                rec.status("running", step)
             periodic = run.train.checkpoint_every and step % run.train.checkpoint_every == 0
             if periodic or step in pinned:
                 save()
