@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, train_cli
+from runner import REPO, train_cli
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@ growing a grid, preview, failures that do not sink other points, fast compositio
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, train_cli
+from runner import REPO, train_cli
 
 
 def run_dirs(sweep: Path) -> list[Path]:

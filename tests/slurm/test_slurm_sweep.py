@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from conftest import ENV, REPO, Run, Sweep, wait_for
+from cluster import ENV, REPO, Run, Sweep, wait_for
 
 from midsweep.launch import status
 from midsweep.launch.sweep import format_losses
