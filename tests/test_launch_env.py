@@ -13,9 +13,14 @@ DIST = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "
 
 @pytest.fixture
 def clean_env(monkeypatch):
+    # setup_environment() writes os.environ itself: restore all of it, or later tests' subprocesses would
+    # inherit RANK/WORLD_SIZE and wait for ranks that never come
+    saved = dict(os.environ)
     for k in (*TASK, *DIST, "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "MIDSWEEP_MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_a_slurm_task_exports_ranks_and_rendezvous_across_nodes(clean_env):
