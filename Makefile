@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Corpora and token shards are built once and shared by every run, test and demo.
 export MIDSWEEP_CACHE ?= $(CURDIR)/.cache/midsweep
-DEMO_DIR ?= runs/tiny_code
+DEMO_DIR ?= runs/tiny
 
 .PHONY: install demo test test-fast benchmarks clean
 
@@ -18,10 +18,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+# The tiny profile of the plasticity_window study: 4 introduction times x 4 weights, the no-introduction baseline
+# and the continued-pretraining control, all post-trained on the target; then the figures and the report.
+# One thread: a model this small gains little from a second one, and on a busy machine threads that wait for
+# each other made it 7x slower (measured on the 2-core CI machine).
 demo: install
-	$(BIN)/midsweep-train -m experiment=tiny_code \
-		mixture.introduce_at=0.1,0.4,0.7 mixture.weight=0.1,0.3,0.6 train.out_dir=$(DEMO_DIR)
-	$(BIN)/midsweep-train experiment=tiny_code mixture=none train.out_dir=$(DEMO_DIR)
+	OMP_NUM_THREADS=1 $(BIN)/midsweep-train -m sweep=plasticity_window train.out_dir=$(DEMO_DIR)
 	$(BIN)/midsweep-analyze $(DEMO_DIR)
 
 # The SLURM tests run where root and apt are available (they start a real local cluster); elsewhere
@@ -35,9 +37,11 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not slurm"
 
 benchmarks: install
+	$(BIN)/python benchmarks/prepare_speed.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/analysis_speed.py
 	$(BIN)/python benchmarks/submit_grid.py
+	$(BIN)/python benchmarks/prefix_sharing.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -38,6 +38,12 @@ def layout(text: str, size: float) -> list[tuple[str, float, float]]:
             for i, line in enumerate(lines)]
 
 
+def half_extent(text: str, size: float) -> tuple[float, float]:
+    """Half the width and half the height, in points, of ``text`` laid out by :func:`layout`."""
+    lines = layout(text, size)
+    return max(-x for _, x, _ in lines), len(lines) * 1.2 * size / 2
+
+
 class CellLabels(Artist):
     """Texts centred on data points, ``size`` points high, each in its own colour. A raster canvas gets
     one path collection per distinct character (the glyph outline made once, each use an offset); a

@@ -1,4 +1,4 @@
-"""``midsweep-analyze SWEEP_DIR [SWEEP_DIR ...]``: sweep directories -> tables, figures, fitted laws and one
+"""midsweep-analyze SWEEP_DIR [SWEEP_DIR ...]: sweep directories -> tables, figures, fitted laws and one
 report page. Each study is drawn when the runs hold the data for it; what could not be drawn says why in
 the report. Works on partial sweeps: runs still going or failed show as such."""
 from __future__ import annotations
@@ -9,13 +9,14 @@ from pathlib import Path
 
 from analysis import columns as C
 from analysis import heatmaps, laws, proximity, studies, style, window
-from analysis.derived import add_metrics
+from analysis.derived import add_metrics, without_baseline
 from analysis.load import SweepError, load_sweeps, save_tables
 from analysis.report import Section, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="midsweep-analyze", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="midsweep-analyze", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweeps", nargs="+", type=Path, help="sweep directories (train.out_dir of each sweep)")
     p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis for one sweep, "
                                             "./analysis for several)")
@@ -25,11 +26,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--margin", type=float, default=0.02,
                    help="the window closes when the best loss exceeds the earliest introduction's by this "
                         "many nats/token (default 0.02)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples of the window's interval (default 1000)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
-    p.add_argument("--formats", nargs="+", default=list(style.FORMATS), choices=["png", "pdf", "svg"])
+    p.add_argument("--formats", nargs="+", default=list(style.FORMATS), choices=["png", "pdf", "svg"],
+                   help=f"figure file formats (default: {' '.join(style.FORMATS)})")
     p.add_argument("--corpus", action="append", default=[], metavar="NAME=PATH",
-                   help="a domain corpus for the proximity study (.txt, .jsonl with 'text', or a shard dir); "
+                   help="a domain corpus for the proximity study (.txt, .jsonl with 'text' or 'prompt'/'response', "
+                        "or a shard dir); "
                         "repeat it for general, each midtraining domain and the target")
     p.add_argument("--target-corpus", default=C.TARGET, help="name of the target corpus (default: target)")
     p.add_argument("--general-corpus", default=C.GENERAL, help="name of the general corpus (default: general)")
@@ -48,7 +52,7 @@ def analyze(args: argparse.Namespace) -> dict:
     figs_dir = out / "figures"
     sweep = load_sweeps(args.sweeps)
     tables = save_tables(sweep, out)
-    runs = add_metrics(sweep.runs)
+    runs = add_metrics(sweep.runs, sweep.coords)
     sections, skipped, figures = [], [], []
 
     def table_file(df, name):
@@ -71,7 +75,8 @@ def analyze(args: argparse.Namespace) -> dict:
                         "outlined: best cell; hatched: no result, with the reason."),
                 heatmaps.draw_heatmaps(t, figs_dir, formats=args.formats))
         else:
-            why = {C.FORGETTING: "no done baseline runs (mixture.kind=none)",
+            why = {C.FORGETTING: "no run has a matched baseline (a done mixture=none run equal in everything "
+                                 "but the mixture axes and the seed)",
                    C.TARGET_LOSS: "no 'target' loss in final (post-training did not run)"}.get(metric, "no values")
             skipped.append(f"heatmap of {metric}: {why}")
 
@@ -82,26 +87,39 @@ def analyze(args: argparse.Namespace) -> dict:
         best = window.best_per_time(t)
         table_file(est, "window_close")
         table_file(best, "best_weight_per_time")
+        intervals = "; ".join(dict.fromkeys(est["interval"]))
+        edges = [e for e in est["edge"] if e]
         add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
                     f"which the best achievable loss stays worse than the earliest introduction's by "
-                    f"{args.margin:g} nats/token; NaN close = still open at the last time. Interval: "
-                    f"{args.level:.0%} bootstrap over seeds.", tables=[("Window close", est), ("Best weight per "
-                    "introduction time", best)]), window.draw_window(t, est, figs_dir, formats=args.formats))
+                    f"{args.margin:g} nats/token; NaN close = still open at the last time. Interval: {intervals}. "
+                    + (" WARNING: " + " | ".join(edges) if edges else ""),
+                    tables=[("Window close", est), ("Best weight per introduction time", best)]),
+            window.draw_window(t, est, figs_dir, formats=args.formats))
 
     gf = studies.gain_forgetting_table(runs)
     kinds = set(gf[C.KIND]) if len(gf) else set()
     if C.KIND_CONTINUED in kinds and kinds - {C.KIND_CONTINUED}:
         table_file(gf, "gain_vs_forgetting")
-        add(Section("Midtraining vs continued pretraining", "One point per done run."),
+        summary = studies.gain_forgetting_summary(gf)
+        table_file(summary, "gain_vs_forgetting_summary")
+        add(Section("Midtraining vs continued pretraining", "One point per done run with a matched baseline; one "
+                    "panel per model size and gain measure. Gain: post-training target gain when post-training "
+                    "ran (forgetting then = general loss after post-training), else the in-domain gain.",
+                    tables=[("Mean per model size, measure, kind and domain", summary)]),
             studies.draw_gain_forgetting(gf, figs_dir, formats=args.formats))
     else:
-        skipped.append("midtraining vs continued pretraining: needs done runs of both kinds and a baseline")
+        skipped.append("midtraining vs continued pretraining: needs done runs of both kinds with matched baselines")
 
     up = studies.upsample_table(runs, sweep.coords)
     if len(up):
         table_file(up, "upsampling")
-        add(Section("Domain upsampling", tables=[("Losses by upsampled fraction", up)]),
+        note = (f" {up.attrs['no_baseline']} run-domain pairs have no matched baseline (a mixture=none run with the "
+                "same base mix)." if up.attrs.get("no_baseline") else "")
+        add(Section("Domain upsampling", "Baseline: mixture=none runs with the same base mix (mixture.base_weights) "
+                    "and everything else equal." + note, tables=[("Losses by upsampled fraction", up)]),
             studies.draw_upsample(up, figs_dir, formats=args.formats))
+    elif C.KIND in runs and (runs[C.KIND] == C.KIND_UPSAMPLE).any():
+        skipped.append("domain upsampling: no done upsample_end run upsamples a domain")
 
     rw = studies.rewarm_curves(runs, sweep.curves, sweep.coords)
     if len(rw):
@@ -112,21 +130,31 @@ def analyze(args: argparse.Namespace) -> dict:
         name = f"reuse_law_{domain}_{size}"
         table_file(fit.table(), name)
         add(Section(f"Model-reuse law: {domain}, {size}", f"L(D1, D2) = A·D1^(−α1)·D2^(−α2 + α3·ln D1) + E, "
-                    f"{len(fit.data)} runs, {fit.level:.0%} bootstrap intervals.", tables=[("Parameters", fit.table())]),
+                    f"{len(fit.data)} runs, {fit.level:.0%} {fit.method}s (estimate ± t × standard error).",
+                    tables=[("Parameters", fit.table())]),
             laws.draw_law_fit(fit, f"({domain}, {size})", figs_dir, name, formats=args.formats))
 
     if args.corpus:
         corpora = dict(c.split("=", 1) for c in args.corpus)
-        prox = proximity.proximity_table(corpora, args.target_corpus, args.general_corpus)
-        gains = runs.groupby(C.DOMAIN)[C.IN_DOMAIN_GAIN].max() if C.DOMAIN in runs else {}
-        prox["best_in_domain_gain"] = prox["corpus"].map(gains)
+        prox = proximity_with_gains(proximity.proximity_table(corpora, args.target_corpus, args.general_corpus), gf)
         table_file(prox, "proximity")
         sections.append(Section("Proximity", "Distance: mean unigram/bigram Jensen-Shannon divergence (bits) to "
-                                "the target corpus; advantage = dist(general→target) − dist(corpus→target).",
+                                "the target corpus, every corpus sampled to the same number of tokens; advantage = "
+                                "dist(general→target) − dist(corpus→target). Gains: mean per mixture kind and "
+                                "model size (never pooled), the post-training target gain when post-training ran.",
                                 tables=[("Proximity and gains", prox)]))
 
-    report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped)
+    report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped, without_baseline(runs))
     return {"tables": tables, "figures": figures, "report": report}
+
+
+def proximity_with_gains(prox, gains):
+    """The proximity table with, per corpus (a domain), the mean gain of each (mixture kind, model size, gain
+    measure) that trained on it: one row each."""
+    if gains.empty:
+        return prox
+    summary = studies.gain_forgetting_summary(gains).rename(columns={C.DOMAIN: "corpus"})
+    return prox.merge(summary, on="corpus", how="left")
 
 
 def main(argv=None) -> int:

@@ -14,8 +14,21 @@ LR = "optim.lr"
 WARMUP = "optim.warmup"
 TRAIN_TOKENS = "train.tokens"
 POSTTRAIN = "posttrain.enabled"
-# The upsampled-fraction key: the first coordinate whose name contains this word.
-UPSAMPLE_WORD = "upsample"
+POSTTRAIN_DOMAIN = "posttrain.domain"
+UNTIL = "mixture.until"
+UPSAMPLE_FRACTION = "mixture.upsample_fraction"
+BOUNDARY = "optim.boundary"
+REWARM_LR = "optim.rewarm_lr"
+REWARM_WARMUP = "optim.rewarm_warmup"
+INIT_FROM = "train.init_from"
+# Dict-valued mixture fields are flattened into one coordinate per domain: mixture.base_weights.code.
+BASE_WEIGHTS = "mixture.base_weights."
+UPSAMPLE_WEIGHTS = "mixture.upsample_weights."
+WEIGHT_DICTS = (BASE_WEIGHTS, UPSAMPLE_WEIGHTS)
+MIXTURE = "mixture."
+# What a run does at its mixture boundary (the LR policy there): like the mixture axes, part of the
+# intervention, so a no-introduction baseline (which has no boundary) never carries it.
+BOUNDARY_AXES = (BOUNDARY, REWARM_LR, REWARM_WARMUP)
 
 # mixture.kind values with a meaning for the analysis.
 KIND_NONE = "none"  # the no-introduction baseline
@@ -43,17 +56,28 @@ IN_DOMAIN = "in_domain"  # loss on the domain named by mixture.domain
 FORGETTING = "forgetting"  # general loss minus the matching baseline's
 TARGET_LOSS = "target_loss"  # post-training target-domain loss
 IN_DOMAIN_GAIN = "in_domain_gain"  # baseline in-domain loss minus the run's
+TARGET_GAIN = "target_gain"  # baseline post-training target loss minus the run's
 GENERAL_LOSS = "general_loss"
+N_BASELINE = "n_baseline"  # done baseline runs matched (0: no matched baseline)
+NO_BASELINE = "no matched baseline"
 HEATMAP_METRICS = (IN_DOMAIN, FORGETTING, TARGET_LOSS)
 METRIC_LABELS = {
     IN_DOMAIN: "in-domain loss (nats/token)",
     FORGETTING: "forgetting: general loss − baseline (nats/token)",
     TARGET_LOSS: "post-training target loss (nats/token)",
     IN_DOMAIN_GAIN: "in-domain gain over baseline (nats/token)",
+    TARGET_GAIN: "post-training target gain over baseline (nats/token)",
     GENERAL_LOSS: "general loss (nats/token)",
 }
-SHORT_LABELS = {IN_DOMAIN: "in-domain loss", FORGETTING: "forgetting (Δ general loss)",
-                TARGET_LOSS: "target loss", IN_DOMAIN_GAIN: "in-domain gain", GENERAL_LOSS: "general loss"}
+SHORT_LABELS = {IN_DOMAIN: "in-domain loss (nats/token)", FORGETTING: "forgetting: Δ general loss (nats/token)",
+                TARGET_LOSS: "target loss (nats/token)", IN_DOMAIN_GAIN: "in-domain gain (nats/token)",
+                TARGET_GAIN: "target gain (nats/token)", GENERAL_LOSS: "general loss (nats/token)"}
+# Why a done run has no value of a metric (shown in its heatmap cell).
+NO_VALUE = {FORGETTING: NO_BASELINE, TARGET_LOSS: "no post-training", IN_DOMAIN: "no in-domain loss"}
+# Axis labels with their units.
+TIME_LABEL = "introduction time (fraction of training)"
+WEIGHT_LABEL = "mixture weight (fraction of samples)"
+TOKENS_LABEL = "training tokens (tokens)"
 
 
 def final(domain: str) -> str:
@@ -61,7 +85,9 @@ def final(domain: str) -> str:
     return FINAL_PREFIX + domain
 
 
-def upsample_column(columns) -> str | None:
-    """The coordinate holding the upsampled fraction, if the sweep has one."""
-    found = [c for c in columns if UPSAMPLE_WORD in c and not c.startswith(FINAL_PREFIX)]
-    return sorted(found)[0] if found else None
+def is_missing(value) -> bool:
+    """An absent coordinate and a null one are the same: no value (None, NaN or pandas' NA)."""
+    try:
+        return value is None or bool(value != value)
+    except TypeError:  # pandas.NA compares to NA
+        return True

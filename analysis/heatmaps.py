@@ -1,7 +1,9 @@
 """Introduction time x mixture weight heatmaps. :func:`heatmap_table` returns the table behind a heatmap
 (one row per grid cell: seed mean, seed spread, status, note, best); :func:`draw_heatmaps` only draws it.
 The grid is the product of the observed introduction times and weights, so a cell whose runs failed,
-are still going, or never ran is drawn hatched with the reason, never dropped."""
+are still going, or never ran is drawn hatched with the reason, never dropped. A coordinate that is absent or
+null for some runs (a run before its first summary, ``mixture.until=null,0.8``) is a value of its own
+("null") in facets, so a partial sweep draws what is finished and marks the rest."""
 from __future__ import annotations
 
 import textwrap
@@ -13,7 +15,7 @@ from matplotlib.patches import Rectangle
 
 from analysis import columns as C
 from analysis import style
-from analysis.celltext import add_labels
+from analysis.celltext import add_labels, half_extent
 from analysis.derived import add_metrics
 
 AXES = [C.INTRODUCE_AT, C.WEIGHT]
@@ -22,6 +24,7 @@ NOT_FACETS = {C.INTRODUCE_AT, C.WEIGHT, C.SEED, C.INTRODUCE_TOKENS}
 CELL_STATUS_ORDER = (C.FAILED, C.REQUEUED, C.RUNNING, C.DONE)
 # Loss heatmaps get the best-weight-vs-time curve drawn over them (forgetting is not a loss to pick by).
 BEST_LINE_METRICS = (C.IN_DOMAIN, C.TARGET_LOSS)
+NULL = "null"  # an absent or null facet value, shown as such in panel titles
 
 
 def heatmap_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -42,15 +45,31 @@ def facet_keys(grid_runs: pd.DataFrame, coords) -> list[str]:
     return keys
 
 
+def _nulls_as_values(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """``cols`` with absent/null values replaced by the text "null": NaN never equals NaN, so a cell or
+    facet looked up by a null key would never be found."""
+    df = df.copy()
+    for c in cols:
+        if df[c].isna().any():
+            df[c] = df[c].astype(object).where(df[c].notna(), NULL)
+    return df
+
+
+def _sort_key(col: pd.Series) -> pd.Series:
+    """Sort numbers as numbers, then text (a facet mixing 0.8 and "null")."""
+    return col.map(lambda v: (1, str(v)) if isinstance(v, str) else (0, v))
+
+
 def heatmap_table(runs: pd.DataFrame, metric: str, coords=None) -> pd.DataFrame:
     """The table behind one heatmap: per facet and cell, ``mean`` and ``std`` of ``metric`` over done
     seeds, ``n_done`` of ``n_seeds``, ``status`` (ok / partial / failed / requeued / running / missing /
     no value), a ``note`` and ``best`` (the lowest mean of the facet)."""
     if metric not in runs:
-        runs = add_metrics(runs)
+        runs = add_metrics(runs, coords)
     coords = coords if coords is not None else [c for c in runs if "." in c and not c.startswith(C.FINAL_PREFIX)]
     grid_runs = heatmap_runs(runs)
     facets = facet_keys(grid_runs, coords)
+    grid_runs = _nulls_as_values(grid_runs, facets)
     if grid_runs.empty:
         return pd.DataFrame(columns=facets + AXES + ["mean", "std", "n_done", "n_seeds", "status", "note", "best"])
     n_seeds = grid_runs[C.SEED].nunique() if C.SEED in grid_runs else 1
@@ -59,7 +78,8 @@ def heatmap_table(runs: pd.DataFrame, metric: str, coords=None) -> pd.DataFrame:
     stats = value.groupby([grid_runs[k] for k in keys], dropna=False).agg(["mean", "std", "count"])
     stats.columns = ["mean", "std", "n_done"]
     # The full grid: every facet seen x every time seen x every weight seen.
-    facet_rows = grid_runs[facets].drop_duplicates().sort_values(facets) if facets else pd.DataFrame(index=[0])
+    facet_rows = (grid_runs[facets].drop_duplicates().sort_values(facets, key=_sort_key) if facets
+                  else pd.DataFrame(index=[0]))
     axes = pd.MultiIndex.from_product([np.sort(grid_runs[a].unique()) for a in AXES], names=AXES).to_frame(index=False)
     grid = facet_rows.merge(axes, how="cross")
     table = grid.merge(stats.reset_index(), on=keys, how="left")
@@ -100,8 +120,8 @@ def _status_notes(table: pd.DataFrame, grid_runs: pd.DataFrame, keys: list[str],
         worst = next((s for s in CELL_STATUS_ORDER if s in seen), C.MISSING)
         reasons = [r for st, r in zip(run_status[pos], run_reason[pos]) if st == C.FAILED and r is not None and r == r]
         text = f"{C.FAILED}: {reasons[0]}" if worst == C.FAILED and reasons else worst
-        if worst == C.DONE:  # done runs without this metric (no baseline, no post-training)
-            worst, text = "no value", f"no {metric}"
+        if worst == C.DONE:  # done runs without this metric (no matched baseline, no post-training)
+            worst, text = "no value", C.NO_VALUE.get(metric, f"no {metric}")
         if status[i] == "partial":
             notes[i] = f"{n_text}; {text}"
         else:
@@ -143,13 +163,49 @@ def best_weight_line(cells: pd.DataFrame):
     return np.flatnonzero(has), np.argmin(np.where(np.isfinite(m), m, np.inf), axis=0)[has]
 
 
-def draw_best_line(ax, xs, ys, zorder: float = 4, markers: bool = True):
-    """The best-weight-vs-time curve over a heatmap: white under black, visible on any colour."""
-    ax.plot(xs, ys, "-o" if markers else "-", color="white", lw=2.6, ms=5, mec="black", zorder=zorder)
-    ax.plot(xs, ys, "-", color="black", lw=1.0, zorder=zorder + 0.1, label="best weight")
+def draw_best_line(ax, xs, ys, zorder: float = 4, markers: bool = True, gaps=None):
+    """The best-weight-vs-time curve over a heatmap: white under black, visible on any colour. ``gaps``
+    (half width, half height in data units, per point) leaves a box around each point free, so the curve
+    never strikes through the label of the cell it passes."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    if gaps is None:
+        ax.plot(xs, ys, "-o" if markers else "-", color="white", lw=2.6, ms=5, mec="black", zorder=zorder)
+        ax.plot(xs, ys, "-", color="black", lw=1.0, zorder=zorder + 0.1, label="best weight")
+        return
+    for i, ((x0, y0), (x1, y1)) in enumerate(zip(zip(xs, ys), zip(xs[1:], ys[1:]))):
+        dx, dy = x1 - x0, y1 - y0
+        leave = [min(gx / abs(dx) if dx else np.inf, gy / abs(dy) if dy else np.inf) for gx, gy in gaps[i:i + 2]]
+        a, b = leave[0], 1 - leave[1]
+        if a < b:
+            seg = ([x0 + a * dx, x0 + b * dx], [y0 + a * dy, y0 + b * dy])
+            ax.plot(*seg, "-", color="white", lw=2.6, zorder=zorder, solid_capstyle="butt")
+            ax.plot(*seg, "-", color="black", lw=1.0, zorder=zorder + 0.1, solid_capstyle="butt",
+                    label="best weight" if i == 0 else None)
 
 
-def draw_panel(ax, cells: pd.DataFrame, norm, cmap: str, annotate: bool = True, xticks: bool = True,
+def cell_texts(cells: pd.DataFrame) -> list[str]:
+    """The label of each cell: mean, ± seed std (with more than one seed done), k/n when seeds are missing."""
+    return [f"{m:.3f}" + (f"\n±{s:.3f}" if s == s else "") + (f"\n{n}/{ns}" if n < ns else "")
+            for m, s, n, ns in zip(cells["mean"].to_numpy(), cells["std"].to_numpy(), cells["n_done"].to_numpy(),
+                                   cells["n_seeds"].to_numpy())]
+
+
+def label_gaps(ax, cells: pd.DataFrame, xs, ys, size: float):
+    """(half width, half height) in data units of the labels of the cells at grid indices (xs, ys), plus a
+    margin: the part of the best-weight curve left out around each."""
+    _, _, _, ti, wi = grid_of(cells)
+    texts = dict(zip(zip(ti, wi), cell_texts(cells)))
+    per_unit = np.abs(np.diff(ax.transData.transform([[0, 0], [1, 1]]), axis=0)[0])  # pixels per cell
+    px = ax.figure.dpi / 72
+    return [tuple((np.array(half_extent(texts[(x, y)], size)) + 2.0) * px / per_unit) for x, y in zip(xs, ys)]
+
+
+def label_size(cells: pd.DataFrame) -> float:
+    """Cell label size in points: smaller on big grids."""
+    return 6.0 if max(cells[C.INTRODUCE_AT].nunique(), cells[C.WEIGHT].nunique()) <= 8 else 5.0
+
+
+def draw_panel(ax, cells: pd.DataFrame, norm, cmap, annotate: bool = True, xticks: bool = True,
                yticks: bool = True):
     """Draw one facet's heatmap on ``ax``: coloured cells with mean ± seed std, hatched cells with the
     reason, the best cell outlined. ``xticks``/``yticks`` False leave that axis bare (inner panels of a
@@ -158,17 +214,17 @@ def draw_panel(ax, cells: pd.DataFrame, norm, cmap: str, annotate: bool = True, 
     im = ax.imshow(np.ma.masked_invalid(m), origin="lower", cmap=cmap, norm=norm, aspect="auto")
     if xticks:
         ax.set_xticks(range(len(times)), [f"{t:g}" for t in times])
-        ax.set_xlabel("introduction time (fraction of training)")
+        ax.set_xlabel(C.TIME_LABEL)
     else:
         ax.set_xticks([])
     if yticks:
         ax.set_yticks(range(len(weights)), [f"{w:g}" for w in weights])
-        ax.set_ylabel("mixture weight")
+        ax.set_ylabel(C.WEIGHT_LABEL)
     else:
         ax.set_yticks([])
-    size = 6.0 if max(len(times), len(weights)) <= 8 else 5.0
+    size = label_size(cells)
     empty = (cells["n_done"] == 0).to_numpy()
-    mean, std = cells["mean"].to_numpy(), cells["std"].to_numpy()
+    mean = cells["mean"].to_numpy()
     if empty.any():
         ax.add_collection(PatchCollection(
             [Rectangle((x - .5, y - .5), 1, 1) for x, y in zip(ti[empty], wi[empty])],
@@ -179,9 +235,7 @@ def draw_panel(ax, cells: pd.DataFrame, norm, cmap: str, annotate: bool = True, 
     full = ~empty
     if annotate and full.any():
         rgb = im.get_cmap()(norm(mean[full]))[:, :3] @ np.array([0.299, 0.587, 0.114])
-        texts = [f"{m:.3f}" + (f"\n±{s:.3f}" if s == s else "") + (f"\n{n}/{ns}" if n < ns else "")
-                 for m, s, n, ns in zip(mean[full], std[full], cells["n_done"].to_numpy()[full],
-                                        cells["n_seeds"].to_numpy()[full])]
+        texts = np.array(cell_texts(cells), dtype=object)[full]
         add_labels(ax, ti[full], wi[full], texts, np.where(rgb > 0.5, "black", "white"), size)
     for x, y in zip(ti[cells["best"].to_numpy()], wi[cells["best"].to_numpy()]):
         ax.add_patch(Rectangle((x - .5, y - .5), 1, 1, fill=False, edgecolor="black", lw=2.2))
@@ -193,7 +247,6 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     """Draw every facet of a heatmap table into one figure; returns the files written."""
     metric = table.attrs["metric"]
     diverging = metric == C.FORGETTING
-    cmap = style.DIVERGING if diverging else style.SEQUENTIAL
     panels = list(facet_panels(table))
     nrows = 1 + max(p[0] for p in panels)
     ncols = 1 + max(p[1] for p in panels)
@@ -216,14 +269,15 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     first = {r: min(c for r2, c in used if r2 == r) for r, _ in used}
     for r, row in rows.items():
         # One colour scale per row (per domain): losses of different domains are not comparable.
-        norm = style.norm_for(pd.concat([cells["mean"] for _, _, cells in row]).tolist(), diverging)
+        norm, cmap = style.scale_for(pd.concat([cells["mean"] for _, _, cells in row]).tolist(), diverging)
         for c, title, cells in row:
             ax = axes[r, c]
             ax.set_visible(True)
             im = draw_panel(ax, cells, norm, cmap, xticks=lowest[c] == r, yticks=first[r] == c)
             if metric in BEST_LINE_METRICS:
-                # Under the cell labels, so the numbers stay readable where the curve crosses them.
-                draw_best_line(ax, *best_weight_line(cells), zorder=2.5, markers=False)
+                xs, ys = best_weight_line(cells)
+                draw_best_line(ax, xs, ys, zorder=2.5, markers=False,
+                               gaps=label_gaps(ax, cells, xs, ys, label_size(cells)))
             best = cells[cells["best"]]
             if not best.empty:
                 b = best.iloc[0]
@@ -231,7 +285,7 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
             ax.set_title(title)
         bbox = axes[r, ncols - 1].get_position()
         cax = fig.add_axes([bbox.x1 + 0.15 / width, bbox.y0, 0.12 / width, bbox.height])
-        fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, metric))
+        fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, metric + " (nats/token)"))
     n_seeds = int(table["n_seeds"].max()) if len(table) else 0
     fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}\nmean over {n_seeds} seed(s) ± seed std; "
                  "outlined = best; hatched = no result", fontsize=9)

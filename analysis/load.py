@@ -1,7 +1,8 @@
 """Read sweep directories into two tidy tables: ``runs`` (one row per run) and ``curves`` (one row per
-evaluation point and domain). This is the only module that reads run directories; it reads results
-contract version 1 (docs/results.md) and nothing written by code: a sweep made on a cluster is analysed
-anywhere pandas runs.
+evaluation point and domain). This is the analysis's only reader of run directories; it reads the
+results contract (docs/results.md) whose file names and version ``midsweep.rundir`` owns (torch-free), so a
+sweep made on a cluster is analysed anywhere pandas runs. A file it cannot read is reported as a problem
+and the rest of the sweep is analysed.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import pyarrow as pa
 from pyarrow import json as pa_json
 
 from analysis import columns as C
+from midsweep import rundir
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = rundir.CONTRACT
 """The results-contract version this reader understands (``"contract"`` in summary.json/status.json)."""
 
-RUN_FILES = ("summary.json", "status.json", "metrics.jsonl")
+RUN_FILES = (rundir.SUMMARY, rundir.STATUS, rundir.METRICS)
 CURVE_FIELDS = ("step", "tokens", "phase", "domain", "loss", "lr", "event")
 SUMMARY_FIELDS = ("steps", "tokens", "flops", "wall_time_s", "params")
 # When one run id appears in several sweeps, keep the copy that got furthest.
@@ -45,7 +47,7 @@ class Sweep:
     coords: list[str]
     """The coordinate columns of ``runs`` (config keys the studies vary)."""
     problems: list[str] = field(default_factory=list)
-    """Run directories that could not be read, duplicates dropped while merging: shown in the report."""
+    """Files that could not be read, duplicates dropped while merging: shown in the report."""
 
 
 class SweepError(ValueError):
@@ -58,20 +60,25 @@ def load_sweeps(dirs, threads: int = 8) -> Sweep:
     for d in map(Path, dirs):
         if not d.is_dir():
             raise SweepError(f"sweep directory {d} does not exist: pass the train.out_dir of a sweep")
-        candidates += [e.path for e in sorted(os.scandir(d), key=lambda e: e.name) if e.is_dir()]
+        candidates += [str(p) for p in rundir.run_dirs(d)]
     raw = _read_all(candidates, threads)
+    problems: list[str] = []
+    for p, files in zip(candidates, raw):
+        for name, error in files.pop(_ERRORS).items():
+            problems.append(f"{p}: cannot read {name} ({error}); Fix: make it readable to you "
+                            f"(e.g. chmod a+r {os.path.join(p, name)}); the rest of the sweep is analysed")
     found = [(p, files) for p, files in zip(candidates, raw)
-             if files["status.json"] is not None or files["summary.json"] is not None]
-    if not found:
+             if files[rundir.STATUS] is not None or files[rundir.SUMMARY] is not None]
+    if not found and not problems:
         names = ", ".join(map(str, dirs))
         raise SweepError(f"no run directories (with status.json or summary.json) under {names}: "
                          "pass the directory the runs wrote into (train.out_dir)")
-    problems: list[str] = []
     parsed = [_parse_run(p, files, problems) for p, files in found]
     keyed = [(row, curve) for row, curve in parsed if row is not None]
+    by_kind = _coords_by_kind(keyed)
     coords = sorted({k for row, _ in keyed for k in row.pop("_coords")})
     missing_coords = [(row, row["path"]) for row, _ in keyed if row.pop("_need_config")]
-    _fill_coords_from_config(missing_coords, coords or _KNOWN_COORDS, problems)
+    _fill_coords_from_config(missing_coords, by_kind or {None: set(_KNOWN_COORDS)}, problems)
     coords = coords or sorted({k for row, _ in keyed for k in _KNOWN_COORDS if k in row})
     runs = pd.DataFrame([row for row, _ in keyed])
     if runs.empty:
@@ -105,14 +112,21 @@ def _read_all(run_dirs: list[str], threads: int) -> list[dict[str, bytes | None]
     return raw + [_read_files(p) for p in rest]
 
 
-def _read_files(run_dir: str) -> dict[str, bytes | None]:
-    out = {}
+_ERRORS = "_errors"
+
+
+def _read_files(run_dir: str) -> dict:
+    """{file name: bytes, or None when missing or unreadable}, and under ``_ERRORS`` {name: why unreadable}."""
+    out: dict = {_ERRORS: {}}
     for name in RUN_FILES:  # plain str paths and open(): pathlib costs more than the read itself here
         try:
             with open(os.path.join(run_dir, name), "rb") as f:
                 out[name] = f.read()
         except FileNotFoundError:
             out[name] = None
+        except OSError as e:  # a teammate's private file, a directory in its place: say so, go on
+            out[name] = None
+            out[_ERRORS][name] = e.strerror or type(e).__name__
     return out
 
 
@@ -127,14 +141,15 @@ def _json(run_dir: str, name: str, data: bytes | None, problems: list[str]) -> d
     contract = obj.get("contract")
     if contract != CONTRACT_VERSION:
         problems.append(f"{run_dir}: {name} has contract {contract!r}, this analysis reads contract "
-                        f"{CONTRACT_VERSION}; upgrade the analysis package to read it")
+                        f"{CONTRACT_VERSION}; the run is left out. Fix: analyse it with the midsweep version that "
+                        "wrote it, or rerun it with this one")
         return None
     return obj
 
 
 def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | None, dict | None]:
-    summary = _json(run_dir, "summary.json", files["summary.json"], problems)
-    status = _json(run_dir, "status.json", files["status.json"], problems)
+    summary = _json(run_dir, rundir.SUMMARY, files[rundir.SUMMARY], problems)
+    status = _json(run_dir, rundir.STATUS, files[rundir.STATUS], problems)
     if summary is None and status is None:
         return None, None
     summary, status = summary or {}, status or {}
@@ -152,23 +167,36 @@ def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | N
         row[C.final(domain)] = loss
     for key in SUMMARY_FIELDS:
         row[key] = summary.get(key)
-    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files["metrics.jsonl"]}
+    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS]}
 
 
-def _fill_coords_from_config(rows_paths, keys, problems: list[str]) -> None:
-    """A run that has not evaluated yet has no summary.json: take its coordinates from config.yaml."""
+def _coords_by_kind(keyed) -> dict:
+    """{mixture kind: the coordinates its runs' summaries carry}: a kind's runs only ever get those."""
+    out: dict = {}
+    for row, _ in keyed:
+        if not row["_need_config"]:
+            out.setdefault(row.get(C.KIND), set()).update(row["_coords"])
+    return out
+
+
+def _fill_coords_from_config(rows_paths, keys_by_kind: dict, problems: list[str]) -> None:
+    """A run that has not evaluated yet has no summary.json: take its coordinates from config.yaml, only
+    those that summaries of its mixture kind carry (a key the kind does not read stays absent)."""
     if not rows_paths:
         return
     import yaml  # only needed for runs without a summary yet
 
+    every = set().union(*keys_by_kind.values())
     for row, path in rows_paths:
         try:
-            cfg = yaml.safe_load((Path(path) / "config.yaml").read_text())
+            cfg = yaml.safe_load((Path(path) / rundir.CONFIG).read_text())
         except (OSError, yaml.YAMLError) as e:
             problems.append(f"{path}: no summary.json and config.yaml unreadable ({e}); "
                             "its grid cell shows as missing")
             continue
-        for key in keys:
+        kind = (cfg.get("mixture") or {}).get("kind") if isinstance(cfg, dict) else None
+        keys = keys_by_kind.get(kind) or keys_by_kind.get(None) or every
+        for key in sorted(keys | {C.KIND}):
             node = cfg
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None

@@ -48,7 +48,7 @@ def _table(df: pd.DataFrame, max_rows: int = 60) -> str:
 
 
 def write_report(out_dir, sweep_dirs, runs: pd.DataFrame, sections: list[Section], problems: list[str],
-                 skipped: list[str], name: str = "report.html") -> Path:
+                 skipped: list[str], no_baseline: pd.DataFrame | None = None, name: str = "report.html") -> Path:
     """Write the page and return its path."""
     out = Path(out_dir)
     rel = lambda p: html.escape(os.path.relpath(p, out))  # noqa: E731
@@ -73,6 +73,11 @@ def write_report(out_dir, sweep_dirs, runs: pd.DataFrame, sections: list[Section
     bad = not_done(runs)
     parts.append(f"<h2>Missing, failed and unfinished ({len(bad)} runs)</h2>")
     parts.append(_table(bad) if len(bad) else "<p>Every run is done.</p>")
+    if no_baseline is not None and len(no_baseline):
+        parts.append(f"<h2>{C.NO_BASELINE.capitalize()} ({len(no_baseline)} runs)</h2><p class=bad>No done "
+                     "mixture=none run equals these in everything but the mixture axes and the seed (model, "
+                     "tokens, post-training, data, LR, base mix...): their forgetting and gains are left empty. "
+                     "Fix: run the baseline with the same settings and mixture=none.</p>" + _table(no_baseline))
     for title, items in (("Not analysed", skipped), ("Problems reading the sweep", problems)):
         if items:
             parts.append(f"<h3>{title}</h3><ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")

@@ -1,10 +1,10 @@
 """One figure style for every analysis figure: colour-blind-safe colours (Okabe-Ito for categories,
-viridis for losses, purple-orange diverging map centred on 0 for differences), PNG + PDF output."""
+viridis for losses, purple-orange diverging map with 0 the neutral colour for differences), PNG + PDF output."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
+
+import numpy as np
 
 import matplotlib
 
@@ -41,53 +41,31 @@ def figure(nrows: int, ncols: int, panel=(3.6, 3.0), **kw):
     return plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False, **kw)
 
 
-def norm_for(values, diverging: bool) -> colors.Normalize:
-    """Colour scale for ``values``: symmetric around 0 when diverging, so 0 is always the neutral colour."""
-    finite = [v for v in values if v == v]
+def scale_for(values, diverging: bool, cmap: str | None = None) -> tuple[colors.Normalize, colors.Colormap]:
+    """Colour scale and map for ``values``, spanning exactly their range. Diverging: a value v gets the
+    colour it has on the full map symmetric around 0 (0 stays the neutral colour), and the map is cut to
+    the data's range, so a colour bar never shows values the data do not reach."""
+    base = plt.get_cmap(cmap or (DIVERGING if diverging else SEQUENTIAL))
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
     if not finite:
-        return colors.Normalize(0, 1)
+        return colors.Normalize(0, 1), base
     lo, hi = min(finite), max(finite)
-    if diverging:
-        m = max(abs(lo), abs(hi)) or 1e-9
-        return colors.Normalize(-m, m)
-    return colors.Normalize(lo, hi if hi > lo else lo + 1e-9)
+    hi = hi if hi > lo else lo + 1e-9
+    if not diverging:
+        return colors.Normalize(lo, hi), base
+    m = max(abs(lo), abs(hi))
+    part = base(np.linspace(0.5 + 0.5 * lo / m, 0.5 + 0.5 * hi / m, 256))
+    return colors.Normalize(lo, hi), colors.ListedColormap(part, name=f"{base.name}_{lo:.3g}_{hi:.3g}")
 
 
 def save(fig, out_dir, name: str, formats=FORMATS) -> list[Path]:
-    """Write ``fig`` as ``out_dir/name.<fmt>`` for each format, close it, return the paths.
-    Each format redraws the whole figure, so where the system can fork, a copy of this process writes
-    the formats after the first while this one writes the first (two cores: about half the wall time).
-    If that copy fails, its formats are written here, so an error is raised where it can be seen."""
+    """Write ``fig`` as ``out_dir/name.<fmt>`` for each format, close it, return the paths. Plain
+    ``savefig`` in this process (no fork: from a notebook a fork would copy the kernel)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.{fmt}" for fmt in formats]
-    child = _fork_writer(fig, paths[1:]) if len(paths) > 1 else None
-    for path in paths[:1] if child else paths:
-        _write(fig, path)
-    if child and os.waitpid(child, 0)[1] != 0:
-        for path in paths[1:]:
-            _write(fig, path)
+    for path in paths:
+        # Fast PNG compression: a big heatmap grid otherwise spends more time compressing than drawing.
+        fig.savefig(path, **({"pil_kwargs": {"compress_level": 1}} if path.suffix == ".png" else {}))
     plt.close(fig)
     return paths
-
-
-def _write(fig, path: Path) -> None:
-    # Fast PNG compression: a big heatmap grid otherwise spends more time compressing than drawing.
-    fig.savefig(path, **({"pil_kwargs": {"compress_level": 1}} if path.suffix == ".png" else {}))
-
-
-def _fork_writer(fig, paths: list[Path]) -> int | None:
-    """Pid of a forked copy of this process that writes ``paths`` and exits (0 = all written); None
-    where fork is missing or unsafe (Windows; macOS system libraries)."""
-    if not hasattr(os, "fork") or sys.platform == "darwin":
-        return None
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        for path in paths:
-            _write(fig, path)
-        code = 0
-    finally:
-        os._exit(code)  # never return into the parent's code (pytest, the CLI) from the copy

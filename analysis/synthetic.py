@@ -1,77 +1,145 @@
-"""Synthetic sweeps written in the results contract (docs/results.md), with losses from known formulas:
-the tests check that the analysis recovers what was put in, and the benchmark times 10,000 of them.
-Nothing here trains; each function writes run directories and returns a table of what it wrote.
+"""Synthetic sweeps in exactly the format the engine writes: every run directory is a copy of a real,
+engine-written run directory (a *template*) with only its numbers changed (coordinates, losses, status).
+A coordinate the template's kind does not write cannot be set, so nothing here can carry a field that real
+runs lack. Tests check that the analysis recovers losses put in from known formulas; the benchmark times
+10,000 of them.
+
+:func:`engine_templates` makes the templates by running the engine (``python -m midsweep.train``, tiny
+``experiment=nano_test`` runs, seconds each) in a subprocess: the analysis package itself never imports the
+engine.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import os
+import subprocess
+import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from analysis import columns as C
 from analysis.laws import reuse_law
 
+# Templates made by engine_templates: name -> the overrides of its runs.
+TEMPLATE_RUNS = (
+    # (multirun overrides, ...): one engine process per entry.
+    ("mixture=none,introduce,continued,upsample_end", "posttrain=none,target"),
+    ("optim=rewarm",),  # introduce with an LR re-warm at the introduction
+)
+NANO = ("experiment=nano_test", "train.tokens=4096", "eval.every_tokens=1024", "posttrain.tokens=1024")
 SIZE_OFFSET = {"tiny": 0.0, "small": -0.3, "base": -0.5}
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def template_name(coords: dict) -> str:
+    """``<kind>``, ``+posttrain`` when post-training ran, ``+rewarm`` with an LR re-warm at the boundary."""
+    name = str(coords.get(C.KIND))
+    if coords.get(C.BOUNDARY) == "rewarm":
+        name += "+rewarm"
+    return name + ("+posttrain" if coords.get(C.POSTTRAIN) else "")
+
+
+def engine_templates(out_dir, python: str = sys.executable, timeout: int = 900) -> dict[str, Path]:
+    """Run the engine's tiny runs into ``out_dir`` (once: finished runs are skipped) and return
+    {template name: run directory}: every mixture kind with and without post-training, and a re-warm run."""
+    out = Path(out_dir)
+    for overrides in TEMPLATE_RUNS:
+        cmd = [python, "-m", "midsweep.train", "-m", *NANO, *overrides, f"train.out_dir={out}",
+               f"hydra.sweep.dir={out / '_hydra'}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    found = {}
+    # Oldest first, so that in a directory reused across engine versions the newest run of a name wins.
+    for run_dir in sorted((p for p in out.iterdir() if (p / "summary.json").exists()),
+                          key=lambda p: (p / "summary.json").stat().st_mtime):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary["status"] == C.DONE:
+            found[template_name(summary["coords"])] = run_dir
+    return found
+
+
+@lru_cache(maxsize=64)
+def _template(template: str) -> dict:
+    d = Path(template)
+    return {"summary": json.loads((d / "summary.json").read_text()),
+            "status": json.loads((d / "status.json").read_text()),
+            "config": yaml.load((d / "config.yaml").read_text(), Loader=_YAML_LOADER),
+            "metrics": [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]}
 
 
 def run_id_of(coords: dict) -> str:
     return hashlib.sha256(json.dumps(coords, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _check_coords(template: Path, have: dict, new: dict) -> None:
+    """Only coordinates the template's kind writes; a new key of a dict-valued field (a domain of
+    ``mixture.base_weights``) only where the template has that field."""
+    families = {k.rsplit(".", 1)[0] for k in have if k.startswith(C.WEIGHT_DICTS)}
+    for key in new:
+        if key not in have and key.rsplit(".", 1)[0] not in families:
+            raise KeyError(f"{key} is not a coordinate the engine writes for {template.name} "
+                           f"({have.get(C.KIND)}): use a template of a kind that reads it")
 
 
-def _nested(coords: dict) -> dict:
-    out: dict = {}
-    for key, value in coords.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
+def _set_config(cfg: dict, key: str, value) -> None:
+    node = cfg
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if not isinstance(node.get(p), dict):
+            return  # not a config key (e.g. the derived mixture.introduce_tokens)
+        node = node[p]
+    if leaf in node or parents[-1:] in (["base_weights"], ["upsample_weights"]):
         node[leaf] = value
-    return out
 
 
-def write_run(sweep_dir, coords: dict, final: dict, status: str = C.DONE, reason: str | None = None,
-              tokens: int = 1_000_000, eval_points: int = 5, curve_scale: float = 0.8,
-              with_summary: bool = True, experiment: str = "synthetic") -> Path:
-    """One run directory. Curves fall from ``final + curve_scale`` to ``final`` over ``eval_points``
-    evaluations; a failed or running run stops part-way (its summary holds the last evaluation)."""
-    run_id = run_id_of(coords)
+def clone_run(template, sweep_dir, coords: dict, final: dict, status: str = C.DONE, reason: str | None = None,
+              with_summary: bool = True, run_id: str | None = None) -> Path:
+    """A copy of the engine-written run directory ``template`` in ``sweep_dir`` with ``coords`` changed and
+    every curve shifted so its last evaluation reads ``final`` ({domain: loss}; other domains keep the
+    template's). A run that is not done stops half-way through the template's evaluations;
+    ``with_summary=False`` leaves a run before its first summary (config.yaml and status.json only)."""
+    template = Path(template)
+    t = _template(str(template))
+    summary = copy.deepcopy(t["summary"])
+    _check_coords(template, summary["coords"], coords)
+    summary["coords"].update(coords)
+    unknown = set(final) - set(summary["final"])
+    if unknown:
+        raise KeyError(f"{template.name} evaluates {sorted(summary['final'])}, not {sorted(unknown)}")
+    shift = {d: final.get(d, loss) - loss for d, loss in summary["final"].items()}
+    rows = [dict(r, loss=r["loss"] + shift.get(r["domain"], 0.0)) for r in t["metrics"]]
+    if status != C.DONE:
+        steps = sorted({r["step"] for r in rows})
+        last = steps[max(0, len(steps) // 2 - 1)]
+        rows = [r for r in rows if r["step"] <= last]
+    step = max(r["step"] for r in rows)
+    run_id = run_id or run_id_of(summary["coords"])
     run_dir = Path(sweep_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    shown = eval_points if status == C.DONE else max(1, eval_points // 2)
-    intro = coords.get(C.INTRODUCE_AT)
-    lines, last = [], {}
-    for i in range(1, shown + 1):
-        frac = i / eval_points
-        phase = "pretrain" if intro is None or frac <= intro else "midtrain"
-        event = "final" if (status == C.DONE and i == shown) else "every"
-        for domain, loss in final.items():
-            last[domain] = round(loss + curve_scale * (1 - frac) ** 2, 6)
-            lines.append(json.dumps({"step": 100 * i, "tokens": int(tokens * frac), "phase": phase,
-                                     "domain": domain, "loss": last[domain], "lr": 1e-3 * (1 - frac),
-                                     "event": event}))
-    step = 100 * shown
-    _write(run_dir / "status.json", json.dumps({
-        "contract": 1, "status": status, "step": step, "reason": reason, "updated": "2026-11-22T03:04:05Z",
-        "host": "synthetic", "slurm_job_id": None, "log": str(run_dir / "train.log")}))
-    _write(run_dir / "config.yaml", json.dumps(_nested(coords)))  # JSON is valid YAML
+    cfg = copy.deepcopy(t["config"])
+    for key, value in coords.items():
+        _set_config(cfg, key, value)
+    (run_dir / "config.yaml").write_text(yaml.dump(cfg, Dumper=_YAML_DUMPER, sort_keys=False))
+    (run_dir / "status.json").write_text(json.dumps(
+        {**t["status"], "status": status, "reason": reason, "step": step, "log": str(run_dir / "train.log")},
+        indent=1, sort_keys=True))
     if not with_summary:
         return run_dir
-    _write(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
-    _write(run_dir / "summary.json", json.dumps({
-        "contract": 1, "run_id": run_id, "experiment": experiment, "status": status, "reason": reason,
-        "coords": coords, "overrides": {k: str(v) for k, v in coords.items()}, "final": last,
-        "phase_end": {}, "steps": step, "tokens": int(tokens * shown / eval_points),
-        "tokens_by_domain": {}, "flops": 6.0 * 3e6 * tokens, "wall_time_s": 10.0 * shown, "params": 3_000_000}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    summary.update(run_id=run_id, status=status, reason=reason, steps=step,
+                   final={r["domain"]: r["loss"] for r in rows if r["step"] == step},
+                   phase_end={ph: {d: v + shift.get(d, 0.0) for d, v in losses.items()}
+                              for ph, losses in summary["phase_end"].items()} if status == C.DONE else {})
+    tps = t["summary"]["tokens"] // max(1, t["summary"]["steps"])
+    summary["tokens"] = step * tps
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     return run_dir
 
 
@@ -80,7 +148,7 @@ def set_final(run_dir, **losses: float) -> None:
     path = Path(run_dir) / "summary.json"
     summary = json.loads(path.read_text())
     summary["final"].update(losses)
-    _write(path, json.dumps(summary))
+    path.write_text(json.dumps(summary))
 
 
 def set_status(run_dir, status: str, reason: str | None = None) -> None:
@@ -90,7 +158,10 @@ def set_status(run_dir, status: str, reason: str | None = None) -> None:
         if path.exists():
             obj = json.loads(path.read_text())
             obj.update(status=status, reason=reason)
-            _write(path, json.dumps(obj))
+            path.write_text(json.dumps(obj))
+
+
+# ---- studies with known truth
 
 
 def best_weight(t):
@@ -98,44 +169,56 @@ def best_weight(t):
     return 0.1 + 0.3 * np.asarray(t)
 
 
-def plasticity_sweep(sweep_dir, times, weights, seeds, domains=("code",), sizes=("tiny",), slope: float = 0.2,
-                     noise: float = 0.005, seed_noise: float = 0.01, posttrain: bool = False,
-                     baseline: bool = True, eval_points: int = 5) -> pd.DataFrame:
-    """An introduction-time x weight grid (plus ``mixture.kind=none`` baselines) with
-    in-domain loss = 2 + size + 1.5 (w - best_weight(t))^2 + slope * t + noise, so the best
-    achievable loss at time t is 2 + size + slope * t: the window closes (by margin m) at
-    t = times[0] + m / slope. General loss = 3 + size + 0.4 w (1 - t) (+ noise); baseline general = 3 + size."""
+def plasticity_losses(times, weights, seeds, slope: float = 0.2, noise: float = 0.005, seed_noise: float = 0.01,
+                      rng=None, size_offset: float = 0.0) -> np.ndarray:
+    """in-domain loss[time, weight, seed] = 2 + size + 1.5 (w - best_weight(t))^2 + slope * t + cell noise + a
+    shift per seed: the best achievable loss at time t is about 2 + size + slope * t, so the window closes (by
+    margin m) at t = times[0] + m / slope."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    t, w = np.meshgrid(np.asarray(times, float), np.asarray(weights, float), indexing="ij")
+    mean = 2.0 + size_offset + 1.5 * (w - best_weight(t)) ** 2 + slope * t
+    seed_shift = rng.normal(0, seed_noise, len(seeds))
+    return mean[..., None] + seed_shift + rng.normal(0, noise, mean.shape + (len(seeds),))
+
+
+def plasticity_sweep(sweep_dir, templates: dict, times, weights, seeds, domains=("code",), sizes=("tiny",),
+                     slope: float = 0.2, noise: float = 0.005, seed_noise: float = 0.01, posttrain: bool = False,
+                     baseline: bool = True) -> pd.DataFrame:
+    """A time x weight grid of ``introduce`` runs (plus ``mixture=none`` baselines) with in-domain losses from
+    :func:`plasticity_losses`; general loss = 3 + size + 0.4 w (1 - t) (+ noise), baseline general = 3 + size;
+    with ``posttrain`` the target loss is the in-domain loss - 0.3 (baseline 2.4 + size)."""
+    suffix = "+posttrain" if posttrain else ""
     rows = []
+    rng = np.random.default_rng(0)
     for size in sizes:
         s = SIZE_OFFSET.get(size, 0.0)
-        for seed in seeds:
-            rng = np.random.default_rng([seed, len(rows)])
-            seed_shift = np.random.default_rng(seed).normal(0, seed_noise)
-            if baseline:
-                coords = {C.KIND: C.KIND_NONE, C.DOMAIN: None, C.INTRODUCE_AT: None, C.WEIGHT: 0.0,
-                          C.SEED: seed, C.SIZE: size, C.POSTTRAIN: posttrain}
-                final = {C.GENERAL: 3.0 + s + seed_shift, **{d: 2.6 + s + seed_shift for d in domains}}
-                if posttrain:
-                    final[C.TARGET] = 2.4 + s + seed_shift
-                rows.append({**coords, "path": write_run(sweep_dir, coords, final, eval_points=eval_points)})
-            for domain in domains:
-                for t in times:
-                    for w in weights:
-                        eps = rng.normal(0, noise, 2) + seed_shift
-                        in_domain = 2.0 + s + 1.5 * (w - best_weight(t)) ** 2 + slope * t + eps[0]
-                        final = {C.GENERAL: 3.0 + s + 0.4 * w * (1 - t) + eps[1], domain: in_domain}
+        for domain in domains:
+            cube = plasticity_losses(times, weights, seeds, slope, noise, seed_noise, rng, s)
+            for k, seed in enumerate(seeds):
+                shift = cube[..., k].mean() - (cube.mean(axis=2)).mean()
+                if baseline and domain == domains[0]:
+                    coords = {C.SEED: seed, C.SIZE: size}
+                    final = {C.GENERAL: 3.0 + s + shift, **{d: 2.6 + s + shift for d in domains}}
+                    if posttrain:
+                        final[C.TARGET] = 2.4 + s + shift
+                    rows.append({**coords, C.KIND: C.KIND_NONE,
+                                 "path": clone_run(templates["none" + suffix], sweep_dir, coords, final)})
+                for i, t in enumerate(times):
+                    for j, w in enumerate(weights):
+                        in_domain = float(cube[i, j, k])
+                        final = {C.GENERAL: 3.0 + s + 0.4 * w * (1 - t) + shift + rng.normal(0, noise),
+                                 domain: in_domain}
                         if posttrain:
                             final[C.TARGET] = in_domain - 0.3
-                        coords = {C.KIND: "introduce", C.DOMAIN: domain, C.INTRODUCE_AT: t,
-                                  C.INTRODUCE_TOKENS: int(t * 1_000_000), C.WEIGHT: w, C.SEED: seed,
-                                  C.SIZE: size, C.POSTTRAIN: posttrain}
-                        rows.append({**coords, "path": write_run(sweep_dir, coords, final,
-                                                                 eval_points=eval_points)})
+                        coords = {C.DOMAIN: domain, C.INTRODUCE_AT: t, C.WEIGHT: w, C.SEED: seed, C.SIZE: size,
+                                  C.INTRODUCE_TOKENS: int(round(t * 4096))}
+                        rows.append({**coords, C.KIND: "introduce", "path": clone_run(
+                            templates["introduce" + suffix], sweep_dir, coords, final)})
     return pd.DataFrame(rows)
 
 
-def continued_sweep(sweep_dir, d1_values, d2_values, params: dict, seeds=(0,), noise: float = 0.005,
-                    domain: str = "code", size: str = "tiny") -> pd.DataFrame:
+def continued_sweep(sweep_dir, templates: dict, d1_values, d2_values, params: dict, seeds=(0,),
+                    noise: float = 0.005, domain: str = "code", size: str = "tiny") -> pd.DataFrame:
     """Continued-pretraining runs whose in-domain loss follows the model-reuse law with ``params``
     (A, alpha1, alpha2, alpha3, E) times log-normal noise; general loss rises with D2."""
     rows = []
@@ -144,38 +227,57 @@ def continued_sweep(sweep_dir, d1_values, d2_values, params: dict, seeds=(0,), n
         for d1 in d1_values:
             for d2 in d2_values:
                 loss = float(reuse_law(d1, d2, **params) * np.exp(rng.normal(0, noise)))
-                coords = {C.KIND: C.KIND_CONTINUED, C.DOMAIN: domain, C.INTRODUCE_AT: d1 / (d1 + d2),
-                          C.INTRODUCE_TOKENS: int(d1), C.TRAIN_TOKENS: int(d1 + d2), C.WEIGHT: 1.0,
-                          C.SEED: seed, C.SIZE: size}
+                coords = {C.DOMAIN: domain, C.INTRODUCE_AT: d1 / (d1 + d2), C.INTRODUCE_TOKENS: int(d1),
+                          C.TRAIN_TOKENS: int(d1 + d2), C.SEED: seed, C.SIZE: size}
                 final = {C.GENERAL: 3.0 + 0.05 * np.log(d2), domain: loss}
-                rows.append({**coords, "path": write_run(sweep_dir, coords, final, tokens=int(d1 + d2))})
+                rows.append({**coords, "path": clone_run(templates["continued"], sweep_dir, coords, final)})
     return pd.DataFrame(rows)
 
 
-def upsample_sweep(sweep_dir, fractions, seeds=(0,), domain: str = "code", size: str = "tiny",
-                   key: str = "mixture.upsample_fraction") -> pd.DataFrame:
-    """Runs that upsample ``domain`` over the last fraction of training: targeted loss falls and general
-    loss rises with the fraction."""
+def upsample_sweep(sweep_dir, templates: dict, fractions, seeds=(0,), base=None, upsample=None,
+                   baseline: bool = True, size: str = "tiny") -> pd.DataFrame:
+    """``upsample_end`` runs over ``fractions`` (the template's base and upsample weights unless given as
+    {domain: weight}); each upsampled domain's loss falls and general loss rises with the fraction. With
+    ``baseline``, ``mixture=none`` runs with the same base mix (losses at fraction 0)."""
+    tpl = _template(str(templates["upsample_end"]))["summary"]["coords"]
+    base = base or {k.split(".")[-1]: v for k, v in tpl.items() if k.startswith(C.BASE_WEIGHTS) and v is not None}
+    upsample = upsample or {k.split(".")[-1]: v for k, v in tpl.items() if k.startswith(C.UPSAMPLE_WEIGHTS)
+                            and v is not None}
+    weights = {**{C.BASE_WEIGHTS + d: w for d, w in base.items()},
+               **{C.UPSAMPLE_WEIGHTS + d: w for d, w in upsample.items()}}
+    up = [d for d, w in upsample.items() if w > base.get(d, 0.0)]
     rows = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
+
+        def losses(f):
+            return {C.GENERAL: 3.0 + 0.3 * f ** 2, **{d: 2.5 - 0.8 * f + rng.normal(0, 0.01) for d in up}}
+
+        if baseline:
+            coords = {C.SEED: seed, C.SIZE: size, **{C.BASE_WEIGHTS + d: w for d, w in base.items()}}
+            rows.append({**coords, C.KIND: C.KIND_NONE,
+                         "path": clone_run(templates["none"], sweep_dir, coords, losses(0.0))})
         for f in fractions:
-            coords = {C.KIND: C.KIND_UPSAMPLE, C.DOMAIN: domain, key: f, C.SEED: seed, C.SIZE: size}
-            final = {domain: 2.5 - 0.8 * f + rng.normal(0, 0.01), C.GENERAL: 3.0 + 0.3 * f ** 2}
-            rows.append({**coords, "path": write_run(sweep_dir, coords, final)})
+            coords = {C.UPSAMPLE_FRACTION: f, C.SEED: seed, C.SIZE: size, **weights}
+            rows.append({**coords, C.KIND: C.KIND_UPSAMPLE,
+                         "path": clone_run(templates["upsample_end"], sweep_dir, coords, losses(f))})
     return pd.DataFrame(rows)
 
 
-def rewarm_sweep(sweep_dir, lrs, warmups, seeds=(0,), domain: str = "code", size: str = "tiny") -> pd.DataFrame:
-    """Continued-pretraining runs that re-warm the learning rate: higher max LR learns the domain
-    faster and forgets more of the general data."""
+def rewarm_sweep(sweep_dir, templates: dict, lrs, warmups, seeds=(0,), init_from=(None,), domain: str = "code",
+                 size: str = "tiny") -> pd.DataFrame:
+    """Runs that re-warm the learning rate to each of ``lrs`` over each of ``warmups`` at the introduction of
+    ``domain``, from each starting checkpoint in ``init_from``: a higher re-warm LR learns the domain faster
+    and forgets more of the general data."""
     rows = []
-    for seed in seeds:
-        for lr in lrs:
-            for warmup in warmups:
-                coords = {C.KIND: C.KIND_CONTINUED, C.DOMAIN: domain, C.LR: lr, C.WARMUP: warmup,
-                          C.SEED: seed, C.SIZE: size, C.INTRODUCE_AT: 0.5}
-                final = {domain: 2.2 - 50 * lr + 1e-4 * warmup, C.GENERAL: 3.0 + 80 * lr - 1e-4 * warmup}
-                rows.append({**coords, "path": write_run(sweep_dir, coords, final, eval_points=8,
-                                                         curve_scale=0.3 + 100 * lr)})
+    for k, start in enumerate(init_from):
+        for seed in seeds:
+            for lr in lrs:
+                for warmup in warmups:
+                    coords = {C.DOMAIN: domain, C.REWARM_LR: lr, C.REWARM_WARMUP: warmup, C.SEED: seed, C.SIZE: size,
+                              C.INIT_FROM: start}
+                    final = {domain: 2.2 - 50 * lr + 1e-1 * warmup - 0.1 * k,
+                             C.GENERAL: 3.0 + 80 * lr - 1e-1 * warmup - 0.1 * k}
+                    rows.append({**coords, "path": clone_run(templates["introduce+rewarm"], sweep_dir, coords,
+                                                             final)})
     return pd.DataFrame(rows)

@@ -1,7 +1,8 @@
-"""Analysis speed: load 10,000 generated run directories (runs + curves tables) and draw every heatmap
-(in-domain loss, forgetting, post-training target loss; PNG + PDF) — target: under 10 s in all.
+"""Analysis speed: load 10,000 run directories (runs + curves tables) and draw every heatmap (in-domain loss,
+forgetting, post-training target loss; PNG + PDF) — target: under 10 s in all. The run directories are copies
+of tiny real runs of the engine (made first, not timed) with their numbers changed (analysis.synthetic).
 
-    .venv/bin/python benchmarks/analysis_speed.py [--runs-per-cell-seeds 12] [--keep DIR]
+    .venv/bin/python benchmarks/analysis_speed.py [--seeds 12] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -21,22 +22,22 @@ TARGET_S = 10.0
 
 
 def cpu_s() -> float:
-    """CPU seconds of this process and its finished children (figure formats are written in a forked
-    copy): on a shared machine wall time includes waiting for a core, CPU time does not."""
+    """CPU seconds of this process: on a shared machine wall time includes waiting for a core, CPU time
+    does not."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
 
-def make_sweep(root: Path, seeds: int) -> int:
-    """10 times x 10 weights x 4 domains x 2 sizes x ``seeds`` seeds + baselines, topped up to 10,000
+def make_sweep(root: Path, templates: dict, seeds: int) -> int:
+    """10 times x 10 weights x 2 domains x 4 sizes x ``seeds`` seeds + baselines, topped up to 10,000
     runs with upsampling runs; 1% of the grid failed, a few running."""
-    written = synthetic.plasticity_sweep(root, [round(0.1 * i, 1) for i in range(10)],
+    written = synthetic.plasticity_sweep(root, templates, [round(0.1 * i, 1) for i in range(10)],
                                          [0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7], range(seeds),
-                                         domains=("code", "math", "legal", "medical"), sizes=("tiny", "small"),
+                                         domains=("code", "math"), sizes=("tiny", "small", "base", "large"),
                                          posttrain=True)
     rest = 10_000 - len(written)
     if rest > 0:
-        synthetic.upsample_sweep(root, [i / rest for i in range(rest)])
+        synthetic.upsample_sweep(root, templates, [(i + 1) / (rest + 1) for i in range(rest)], baseline=False)
     for i, path in enumerate(written["path"].iloc[::100]):
         synthetic.set_status(path, C.FAILED if i % 4 else C.RUNNING, "non-finite loss (nan) at step 57")
     return len(list(root.iterdir()))
@@ -46,11 +47,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, default=12, help="seeds per grid cell (12 gives 10,000 runs)")
     p.add_argument("--keep", type=Path, help="write the sweep and figures here instead of a temp dir")
+    p.add_argument("--templates", type=Path, help="engine template runs directory (default: made in the temp dir)")
     args = p.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="midsweep-bench-"))
     sweep_dir = root / "sweep"
     t = time.perf_counter()
-    n = make_sweep(sweep_dir, args.seeds)
+    templates = synthetic.engine_templates(args.templates or root / "templates")
+    print(f"ran {len(templates)} tiny engine runs as templates in {time.perf_counter() - t:.1f} s (not timed below)")
+    t = time.perf_counter()
+    n = make_sweep(sweep_dir, templates, args.seeds)
     print(f"generated {n} run directories in {time.perf_counter() - t:.1f} s (not timed below)")
 
     rows = []

@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib import resources
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from midsweep import rundir
+from midsweep import app_help  # noqa: F401  (registers the resolver of the --help text)
 from midsweep.config import ConfigError, to_run_config
+from midsweep.data.sources import DataSourceError
+from midsweep.data.tokenizers import TokenizerError
 from midsweep.launch import distributed, preemption
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# The top-level conf/ folder, installed as this package (pyproject.toml, setup.py): found from any directory, in a
+# wheel or an editable checkout alike. A user's own --config-dir / hydra.searchpath adds options and groups.
+CONF_PACKAGE = "midsweep_conf"
+CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONF_PACKAGE}", config_name="config")
 def main(cfg: DictConfig) -> dict:
     try:
         run = to_run_config(cfg)  # every bad value, before any data or GPU is touched
@@ -31,11 +39,14 @@ def main(cfg: DictConfig) -> dict:
     from midsweep.train.loop import train  # imports torch and accelerate: after validation
 
     run.run_dir().mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run.run_dir() / "train.log")
+    handler = logging.FileHandler(run.run_dir() / rundir.TRAIN_LOG)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
         return train(run, list(HydraConfig.get().overrides.task), interrupt)
+    # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards): the message, not a traceback
+    except (rundir.RunLocked, ConfigError, DataSourceError, TokenizerError) as err:
+        sys.exit(f"midsweep-train: {err}")
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -6,52 +6,22 @@ lets a forked run and an unforked one see identical data and updates before the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from midsweep.config import RunConfig
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: int
-    """Step at which the blend from the previous weights begins."""
-    end: int
-    """Step at which these weights are fully on (start + ramp)."""
-    weights: dict
-    """Domain -> weight."""
-    phase: str
-    """Phase label from ``start`` on."""
+from midsweep.config.mixture import Segment
 
 
 class MixtureSchedule:
-    """Domain weights and phase at every step, compiled from the mixture and post-training configs."""
+    """Domain weights and phase at every step: the base mix, the segments the mixture's kind compiles to
+    (midsweep.config.mixture.KINDS), then post-training."""
 
     def __init__(self, run: RunConfig):
         mix, n = run.mixture, run.main_steps
-        segments = [Segment(0, 0, dict(mix.base_weights), "pretrain")]
-
-        def add(start: int, ramp: int, weights: dict, phase: str) -> None:
-            segments.append(Segment(start, start + ramp, weights, phase))
-
-        if mix.kind in ("introduce", "continued"):
-            start = run.to_step(mix.introduce_at)
-            keep = (1.0 - mix.weight) if mix.kind == "introduce" else mix.replay
-            mixed = {d: w * keep for d, w in mix.base_weights.items()}
-            mixed[mix.domain] = mix.weight if mix.kind == "introduce" else 1.0 - mix.replay
-            ramp = run.to_step(mix.ramp) if mix.unit == "fraction" else int(mix.ramp) // run.tokens_per_step
-            add(start, ramp, mixed, "midtrain" if mix.kind == "introduce" else "continued")
-            if mix.kind == "introduce" and mix.until is not None:
-                add(run.to_step(mix.until), 0, dict(mix.base_weights), "pretrain")
-        elif mix.kind == "upsample_end":
-            add(n - int(round(mix.upsample_fraction * n)), 0, dict(mix.upsample_weights), "upsample")
-        elif mix.kind == "stages":
-            for stage in mix.stages:
-                ramp = run.to_step(stage.ramp) if mix.unit == "fraction" else int(stage.ramp) // run.tokens_per_step
-                add(run.to_step(stage.start), ramp, dict(stage.weights), stage.name)
+        segments = [Segment(0, 0, dict(mix.base_weights), "pretrain"), *mix.segments(run.to_step, n)]
         if run.posttrain.enabled:
-            add(n, 0, {run.posttrain.domain: 1.0}, "posttrain")
+            segments.append(Segment(n, n, {run.posttrain.domain: 1.0}, "posttrain"))
         # A segment starting at step 0 replaces the base mix (e.g. introduction at time 0).
         while len(segments) > 1 and segments[1].start == 0 and segments[1].end == 0:
             segments.pop(0)
@@ -114,16 +84,19 @@ class LRSchedule:
     def __init__(self, run: RunConfig, mixture: MixtureSchedule):
         o = run.optim
         self.optim, self.n = o, run.main_steps
-        self.warmup = int(round(o.warmup * self.n))
         self.floor = o.lr * o.min_lr_ratio
         starts = [b for b in mixture.boundaries() if b < self.n]
         self.boundary = starts[0] if starts and o.boundary != "continue" else None
+        # optim.horizon=boundary: the main schedule is complete by the boundary (a whole pretraining that does not
+        # depend on what follows the switch), else it spans all main steps
+        self.horizon = self.boundary if o.horizon == "boundary" and self.boundary else self.n
+        self.warmup = int(round(o.warmup * self.horizon))
         self.post = run.posttrain if run.posttrain.enabled else None
         self.post_steps = run.posttrain_steps
 
     def base(self, step: int) -> float:
-        """The main schedule without boundary policy."""
-        o, n = self.optim, self.n
+        """The main schedule without boundary policy (over ``horizon`` steps)."""
+        o, n = self.optim, self.horizon
         if step < self.warmup:
             return o.lr * (step + 1) / self.warmup
         if o.schedule == "constant":

@@ -46,7 +46,8 @@ def _keys(cfg) -> dict[str, str]:
     (dict(kind="files", data_files=["/nonexistent/x.jsonl"]), "d.data_files"),
     (dict(kind="files", data_files=["notes.csv"]), "d.data_files"),
     (dict(kind="hf", name="x", prompt_field="q"), "d.prompt_field"),
-    (dict(kind="hf", name="x", streaming=True), "d.max_documents"),
+    (dict(kind="hf", name="x", streaming=True), "d.max_tokens"),
+    (dict(kind="hf", name="x", max_tokens=0), "d.max_tokens"),
     (dict(kind="hf", name="x", heldout_documents=0), "d.heldout_documents"),
     (dict(kind="hf", name="x", max_documents=10, heldout_documents=10), "d.max_documents"),
     (dict(name="target_math"), "d.prompt_field"),
@@ -70,7 +71,7 @@ def test_default_data_config_is_valid_and_omegaconf_friendly():
                           {"domains": {"web": {"kind": "hf", "name": "x", "streaming": True}}})
     data = OmegaConf.to_object(cfg)
     assert set(data.domains) == {"general", "code", "math", "target", "web"}
-    assert [p.key for p in data.problems()] == ["data.domains.web.max_documents"]
+    assert [p.key for p in data.problems()] == ["data.domains.web.max_tokens"]
 
 
 def test_bad_domain_name_and_cache_dir_reported():

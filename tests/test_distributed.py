@@ -1,4 +1,7 @@
-"""Two ranks (gloo on CPU, env:// like torchrun) train the same run as one rank with the same global batch."""
+"""Two ranks (gloo on CPU, env:// like torchrun) train the same run as one rank with the same global batch.
+
+The ranks are CPU processes even where a GPU is visible (two ranks on one GPU would wait for each other
+forever in NCCL): train.device=cpu and no visible GPU for the subprocesses."""
 import json
 import os
 import socket
@@ -18,13 +21,13 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_two_ranks_match_one_rank(tmp_path):
-    common = ["experiment=nano_test", "train.micro_batch=4", "train.global_batch=8"]
+    common = ["experiment=nano_test", "train.micro_batch=4", "train.global_batch=8", "train.device=cpu"]
     train_cli(*common, f"train.out_dir={tmp_path / 'one'}")
     port = free_port()
     procs = []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         procs.append(subprocess.Popen([sys.executable, "-m", "midsweep.train", *common,
                                        f"train.out_dir={tmp_path / 'two'}", f"hydra.run.dir={tmp_path}/h{rank}"],
                                       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

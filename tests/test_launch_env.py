@@ -23,23 +23,30 @@ def clean_env(monkeypatch):
     os.environ.update(saved)
 
 
+def exported_port(env, **task) -> str:
+    for k, v in {**TASK, **task}.items():
+        env.setenv(k, v)
+    distributed.setup_environment()
+    return os.environ["MASTER_PORT"]
+
+
 def test_a_slurm_task_exports_ranks_and_rendezvous_across_nodes(clean_env):
     for k, v in TASK.items():
         clean_env.setenv(k, v)
     env = distributed.setup_environment()
     assert env is not None
-    want = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "gpu07",
-            "MASTER_PORT": str(distributed.PORT_MIN + 4242)}
+    want = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "gpu07"}
     assert {k: os.environ[k] for k in want} == want
+    assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # left to SLURM: accelerate picks cuda:LOCAL_RANK
 
 
-def test_concurrent_jobs_get_different_ports_and_the_port_can_be_pinned(clean_env):
-    assert distributed.master_port("4242") != distributed.master_port("4243")
-    for k, v in TASK.items():
-        clean_env.setenv(k, v)
-    clean_env.setenv("MIDSWEEP_MASTER_PORT", "29500")
-    distributed.setup_environment()
-    assert os.environ["MASTER_PORT"] == "29500"
+def test_ranks_agree_on_the_port_concurrent_jobs_differ_and_it_can_be_pinned(clean_env):
+    port = exported_port(clean_env)
+    assert exported_port(clean_env, SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0") == port
+    assert exported_port(clean_env, MASTER_PORT="1234") == port  # one inherited from a parent job is not ours
+    assert exported_port(clean_env, SLURM_JOB_ID="4243") != port
+    assert exported_port(clean_env, MIDSWEEP_MASTER_PORT="29500") == "29500"
 
 
 def test_outside_slurm_or_with_one_task_the_environment_is_left_alone(clean_env):

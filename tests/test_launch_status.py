@@ -1,7 +1,9 @@
 """``midsweep status``: run directories + manifest + SLURM records -> one state per run."""
 import json
+import shutil
 from pathlib import Path
 
+from midsweep import rundir
 from midsweep.launch import cli, manifest, status
 
 
@@ -9,7 +11,7 @@ def make_run(sweep: Path, run_id: str, st: dict | None = None, ckpt: int | None 
     d = sweep / run_id
     d.mkdir(parents=True)
     if st is not None:
-        (d / "status.json").write_text(json.dumps({"contract": 1, "log": str(d / "train.log"), **st}))
+        (d / "status.json").write_text(json.dumps({"contract": rundir.CONTRACT, "log": str(d / "train.log"), **st}))
     if ckpt is not None:
         (d / "checkpoints" / f"step_{ckpt:08d}").mkdir(parents=True)
         (d / "checkpoints" / f"step_{ckpt:08d}" / "COMPLETE").write_text("")
@@ -56,3 +58,17 @@ def test_cli_prints_a_table_with_counts(tmp_path, capsys):
     assert cli.main(["status", str(tmp_path), "--json", "--state", "done"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["run_id"] for r in rows] == ["c00000000001"]
+
+
+def test_a_copied_sweep_reports_its_own_runs_not_the_directories_its_manifest_recorded(tmp_path):
+    original = tmp_path / "original"
+    run = make_run(original, "d00000000001", {"status": "running", "step": 3})
+    (run / "train.log").write_text("")
+    manifest.update(original, {run.name: manifest.entry(["w=1"], run, "new")})
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    rundir.atomic_write_json(copy / run.name / "status.json", {"contract": rundir.CONTRACT, "status": "done", "step": 40})
+    (row,) = status.collect(copy, query=lambda ids: {})
+    assert (row.state, row.step, row.log) == ("done", 40, str(copy / run.name / "train.log"))
+    (row,) = status.collect(original, query=lambda ids: {})
+    assert (row.state, row.step) == ("running", 3)

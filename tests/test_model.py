@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from midsweep.config.errors import ConfigError
 from midsweep.config.model import ModelConfig
 from midsweep.model import build_model, count_params, flops_per_token, non_embedding_params
+from midsweep.model.hf_map import from_hf
 
 ARCHS = ["neox", "llama"]
 VOCAB = 250  # not a multiple of 64: exercises the padded embedding + sliced logits
@@ -173,31 +174,14 @@ def test_hf_from_pretrained_local_dir_reproduces_the_saved_model(transformers, t
         build_model(nano(backend="hf", hf_name_or_path=str(tmp_path / "ckpt")), VOCAB + 10)
 
 
-def neox_state_from_hf(hf_model: torch.nn.Module, n_heads: int) -> dict:
-    """The built-in neox state_dict holding a transformers GPTNeoX model's weights. HF lays out the fused
-    projection per head as [q|k|v]; the built-in model as [q heads | k heads | v heads]."""
-    hf = {k.removeprefix("model.").removeprefix("gpt_neox."): v for k, v in hf_model.state_dict().items()}
-    out = {"embed.weight": hf["embed_in.weight"], "lm_head.weight": hf["lm_head.weight"],
-           "norm_f.weight": hf["final_layer_norm.weight"], "norm_f.bias": hf["final_layer_norm.bias"]}
-    names = {"norm1": "input_layernorm", "norm2": "post_attention_layernorm", "attn.proj": "attention.dense",
-             "mlp.up": "mlp.dense_h_to_4h", "mlp.down": "mlp.dense_4h_to_h"}
-    for i in range(sum(k.endswith("query_key_value.weight") for k in hf)):
-        for ours, theirs in names.items():
-            for p in ("weight", "bias"):
-                out[f"blocks.{i}.{ours}.{p}"] = hf[f"layers.{i}.{theirs}.{p}"]
-        for p in ("weight", "bias"):
-            w = hf[f"layers.{i}.attention.query_key_value.{p}"]
-            out[f"blocks.{i}.attn.qkv.{p}"] = w.view(n_heads, 3, -1, *w.shape[1:]).transpose(0, 1).reshape(w.shape)
-    return out
-
-
 @pytest.mark.slow
-def test_builtin_neox_computes_the_same_function_as_hf_gptneox(transformers):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_builtin_model_computes_the_same_function_as_hf_gptneox_and_llama(transformers, arch):
     """Same architecture, not just the same size: with HF's weights the built-in model gives HF's logits."""
-    cfg = nano()
-    hf = seeded(replace(cfg, backend="hf"), vocab=256)  # 256: no padding rows in the built-in embedding
-    builtin = seeded(cfg, vocab=256)
-    builtin.load_state_dict(neox_state_from_hf(hf, cfg.resolved().n_heads))
-    x = torch.randint(0, 256, (2, 32))
+    cfg = nano(arch)
+    hf = seeded(replace(cfg, backend="hf"), vocab=250)
+    builtin = seeded(cfg, vocab=250)
+    builtin.load_state_dict(from_hf({k.removeprefix("model."): v for k, v in hf.state_dict().items()}, cfg))
+    x = torch.randint(0, 250, (2, 32))
     with torch.no_grad():
         assert torch.allclose(builtin(x), hf(x), atol=1e-5)

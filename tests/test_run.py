@@ -1,6 +1,8 @@
 """One run end to end: the results contract, resume after a kill, faults that keep finished results."""
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -26,8 +28,14 @@ def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
     status = json.loads((run / "status.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     metrics = rows(run / "metrics.jsonl")
-    assert status["status"] == "done" and status["contract"] == 1
+    assert status["status"] == "done" and status["contract"] == 2 and summary["contract"] == 2
     assert (run / "config.yaml").exists() and (run / "train.log").exists()
+    # every file is as readable as the umask lets a new file be (not mkstemp's 0600): teammates can analyse it
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert "checkpoints/step_00000040/COMPLETE" in modes and "run.lock" in modes
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
     # evaluation at aligned token counts: init, every 5120 tokens (10 steps), the phase end at step 10, the end
     assert sorted({r["tokens"] for r in metrics}) == [0, 5120, 10240, 15360, 20480]
     assert {r["domain"] for r in metrics} == {"general", "code", "math", "target"}
@@ -95,6 +103,30 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(reference, n
     assert run.name == ref_run.name
     assert rows(run / "metrics.jsonl") == rows(ref_run / "metrics.jsonl")  # every loss, bit for bit
     assert json.loads((run / "summary.json").read_text())["final"] == json.loads((ref_run / "summary.json").read_text())["final"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_reruns_without_duplicate_rows(reference, nano, tmp_path):
+    sweep = tmp_path / "sweep"
+    late_ckpt = [*nano, "train.checkpoint_every=0"]  # the first checkpoint is the phase boundary's (step 20)
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *late_ckpt], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(sweep.glob("*/train.jsonl")):  # step 0 evaluated, step 5 logged
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run,) = run_dirs(sweep)
+    assert not list(run.glob("checkpoints/*/COMPLETE")) and rows(run / "metrics.jsonl")
+    assert json.loads((run / "run.lock.json").read_text())["pid"] == proc.pid  # the dead holder's record stays
+    for name in ("metrics.jsonl", "train.jsonl"):  # as a kill in the middle of an append leaves them
+        with open(run / name, "a") as f:
+            f.write('{"step": 7, "tok')
+    train_cli(*late_ckpt)  # the killed process's lock does not block, and the torn lines do not break the rerun
+    metrics, logged = rows(run / "metrics.jsonl"), rows(run / "train.jsonl")
+    keys = [(r["step"], r["domain"], r["event"]) for r in metrics]
+    assert len(keys) == len(set(keys)) and len(logged) == len({r["step"] for r in logged}) == 8
+    assert metrics == rows(reference / "metrics.jsonl")  # the rerun is the uninterrupted run, nothing more
+    assert not (run / "run.lock.json").exists()
 
 
 def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):

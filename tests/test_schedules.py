@@ -140,3 +140,23 @@ def test_posttrain_has_its_own_schedule():
     lr = LRSchedule(run, s)
     assert s.weights_at(100) == {"target": 1.0} and s.phase_at(100) == "posttrain"
     assert lr(101) == pytest.approx(5e-4) and lr(119) < lr(101)
+
+
+def test_every_mixture_kind_compiles_and_has_its_group_option():
+    """A kind is declared once (midsweep.config.mixture.KINDS: the fields it reads, its compiler); the schedule
+    and the Hydra group follow from it."""
+    from midsweep.app import CONF_DIR
+    from midsweep.config.mixture import KINDS
+
+    assert set(KINDS) == {p.stem for p in (CONF_DIR / "mixture").glob("*.yaml")}
+    for kind, declared in KINDS.items():
+        assert callable(declared.compile) and "base_weights" in declared.reads
+    runs = {"none": make_run(kind="none"), "introduce": make_run(kind="introduce", introduce_at=0.5),
+            "continued": make_run(kind="continued", introduce_at=0.5),
+            "upsample_end": make_run(kind="upsample_end", upsample_weights={"code": 1.0}),
+            "stages": make_run(kind="stages", stages=[StageConfig(start=0.5, weights={"code": 1.0})])}
+    assert set(runs) == set(KINDS)
+    for kind, run in runs.items():
+        s = MixtureSchedule(run)
+        assert s.weights_at(0) == {"general": 1.0}
+        assert (s.boundaries() == []) == (kind == "none")

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from midsweep.launch import manifest
+from midsweep.launch import manifest, prefix
 from midsweep.launch.compose import PointComposer
 from midsweep.launch.preview import Throughput, preview
 from midsweep.launch.sweep import Point, done_result, format_losses, load_function, preflight
@@ -38,9 +38,24 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     return points
 
 
-def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: str) -> list[JobReturn]:
+def share(points: list[Point]) -> prefix.SweepPlan:
+    """The fork plan of the points to launch (docs/prefix.md), logged."""
+    tic = time.perf_counter()
+    sharing = prefix.share(points)
+    if sharing.plan.forks:
+        c = prefix.cost(sharing)
+        log.info(f"prefix sharing: {len(sharing.plan.forks)} run(s) fork from a shared prefix; "
+                 f"{c['tokens_shared']:.3g} of {c['tokens']:.3g} tokens trained "
+                 f"({c['tokens_shared'] / max(c['tokens'], 1):.0%}); planned in {time.perf_counter() - tic:.2f}s\n"
+                 + prefix.describe(sharing))
+    return sharing
+
+
+def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: str,
+                 sharing: prefix.SweepPlan | None = None) -> list[JobReturn]:
     o = launcher.opts
-    print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name))
+    print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name,
+                  sharing))
     return [returned(p, {"preview": p.action, "run_id": p.run_id}) for p in points]
 
 
@@ -54,12 +69,15 @@ def skipped(point: Point) -> JobReturn:
     return returned(point, done_result(point))
 
 
-def write_manifests(points: list[Point], extra: dict[str, dict]) -> list[str]:
-    """One manifest per sweep directory (the parent of the run directories)."""
+def write_manifests(points: list[Point], extra: dict[str, dict],
+                    sharing: prefix.SweepPlan | None = None) -> list[str]:
+    """One manifest per sweep directory (the parent of the run directories); a fork's entry has its ``prefix``."""
     by_dir: dict = {}
     for p in points:
         if p.action == "duplicate":
             continue
         fields = extra.get(p.run_id, {})
+        if sharing is not None and sharing.record(p):
+            fields = {**fields, "prefix": sharing.record(p)}
         by_dir.setdefault(p.run_dir.parent, {})[p.run_id] = manifest.entry(p.overrides, p.run_dir, p.action, **fields)
     return [str(manifest.update(d, runs)) for d, runs in by_dir.items()]

@@ -9,10 +9,11 @@ preempted or timed-out job is requeued with the same handle and arguments.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
+
+from midsweep import rundir
 
 
 class PickledOnce:
@@ -24,13 +25,9 @@ class PickledOnce:
         """Pickle ``launcher`` and Hydra's singleton state into ``folder`` (shared with the nodes), atomically."""
         import cloudpickle  # submitit's serializer: the same objects pickle the same way
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".launcher_", suffix=".pkl")
-        with os.fdopen(fd, "wb") as f:
+        path = Path(folder) / f"launcher_{uuid.uuid4().hex}.pkl"
+        with rundir.atomic_open(path, binary=True) as f:
             cloudpickle.dump((launcher, singleton_state), f)
-        path = Path(tmp).with_name(Path(tmp).name[1:])
-        os.replace(tmp, path)
         return cls(path)
 
     def load(self) -> tuple[Any, Any]:

@@ -70,16 +70,18 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         points = common.plan(self, job_overrides, initial_job_idx)
         if self.opts.get("preview"):
             gpus = (self.params.get("gpus_per_node") or 0) * (self.params.get("nodes") or 1)
-            return common.show_preview(self, points, gpus, "midsweep_slurm")
+            return common.show_preview(self, points, gpus, "midsweep_slurm", common.share(points))
         self.skip_queued(points)
-        todo = [p for p in points if p.submit]
+        sharing = common.share(points)
+        todo = sharing.ordered(points)
+        sharing.claim()
         tic = time.perf_counter()
-        jobs, note = self.submit(todo) if todo else ([], "nothing to submit")
+        jobs, note = self.submit(todo, sharing) if todo else ([], "nothing to submit")
         took = time.perf_counter() - tic
         submission_dir = os.path.abspath(str(self.config.hydra.sweep.dir))
         fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
                              "submission_dir": submission_dir} for p, j in zip(todo, jobs)}
-        paths = common.write_manifests(points, fields)
+        paths = common.write_manifests(points, fields, sharing)
         log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s ({note}); manifest: {', '.join(paths)}")
         job_of = {p.index: j for p, j in zip(todo, jobs)}
         returns = []
@@ -111,8 +113,10 @@ class MidsweepSlurmLauncher(SlurmLauncher):
                 p.action, p.reason = "queued", f"job {jobs[p.run_id]} is still {job['state']}"
                 log.info(f"\t#{p.index} {p.run_id} not submitted again: {p.reason}")
 
-    def submit(self, todo: list) -> tuple[list, str]:
-        """Submit one job per point (one array); the jobs and a note on the shared pickle."""
+    def submit(self, todo: list, sharing: Any) -> tuple[list, str]:
+        """Submit one job per point, the jobs aligned with ``todo``, and a note on the shared pickle. Points that
+        wait for no other go out as one array; the forks of each parent (docs/prefix.md) as one array per
+        parent with ``afterok`` on the parent's job, parents before their forks."""
         from submitit.core.utils import JobPaths
 
         ex = self.executor()
@@ -121,11 +125,23 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         call = PickledOnce.write(JobPaths.get_first_id_independent_folder(ex.folder), self, Singleton.get_state())
         took = time.perf_counter() - tic
         note = f"launcher pickled once: {os.path.getsize(call.path) / 1e6:.2f} MB in {took:.3f}s"
-        args = []
+        groups: dict[tuple, list] = {}
         for p in todo:
-            log.debug(f"\t#{p.index} {p.run_id}: {' '.join(filter_overrides(p.overrides))}")
-            args.append((p.overrides, "hydra.sweep.dir", p.index, f"job_id_for_{p.index}"))
-        return ex.map_array(call, *zip(*args)), note
+            parent = sharing.parent(p)
+            groups.setdefault((sharing.depth(p), parent.index if parent else -1), []).append(p)
+        base = dict(self.params.get("additional_parameters") or {})
+        jobs: dict[int, Any] = {}
+        for (_, parent), group in sorted(groups.items(), key=lambda kv: kv[0]):
+            wait = {"dependency": f"afterok:{jobs[parent].job_id}", "kill_on_invalid_dep": "yes"} if parent >= 0 else {}
+            ex.update_parameters(slurm_additional_parameters={**base, **wait})
+            args = []
+            for p in group:
+                log.debug(f"\t#{p.index} {p.run_id}: {' '.join(filter_overrides(p.overrides))}")
+                args.append((sharing.overrides(p), "hydra.sweep.dir", p.index, f"job_id_for_{p.index}"))
+            jobs.update(zip((p.index for p in group), ex.map_array(call, *zip(*args))))
+        if len(groups) > 1:
+            note += f"; {len(groups)} arrays (forks wait for their parent's job: afterok)"
+        return [jobs[p.index] for p in todo], note
 
     @staticmethod
     def result(point: Any, job: Any) -> JobReturn:

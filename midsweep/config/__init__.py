@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from midsweep.config.data import DataConfig, SourceConfig
 from midsweep.config.errors import ConfigError, Problem
 from midsweep.config.eval import EvalConfig
+from midsweep.config.logger import LoggerConfig
 from midsweep.config.mixture import MixtureConfig, StageConfig
 from midsweep.config.model import ModelConfig
 from midsweep.config.optim import OptimConfig
@@ -23,15 +24,14 @@ from midsweep.config.run import RunConfig, flatten
 from midsweep.config.train import TrainConfig
 
 GROUPS = {"model": ModelConfig, "data": DataConfig, "mixture": MixtureConfig, "optim": OptimConfig,
-          "train": TrainConfig, "eval": EvalConfig, "posttrain": PosttrainConfig}
+          "train": TrainConfig, "eval": EvalConfig, "posttrain": PosttrainConfig,
+          "logger": LoggerConfig}
 
 
 def register() -> None:
-    """Register the root schema and one schema per group (``<group>/schema``) with Hydra."""
-    store = ConfigStore.instance()
-    store.store(name="midsweep_schema", node=RunConfig)
-    for group, node in GROUPS.items():
-        store.store(group=group, name="schema", node=node)
+    """Register the root schema with Hydra. It types every group through RunConfig's fields, so no group holds
+    a ``schema`` option of its own (one would show as a choice in ``--help``)."""
+    ConfigStore.instance().store(name="midsweep_schema", node=RunConfig)
 
 
 @functools.cache
@@ -46,15 +46,16 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     run = OmegaConf.to_object(OmegaConf.merge(_schema(), cfg))
     # A key added with `+` that no dataclass declares would otherwise vanish silently (a typo).
     known = set(flatten(dataclasses.asdict(run)))
-    unknown = [k for k in flatten(OmegaConf.to_container(cfg)) if k not in known]
-    if unknown:
-        raise ConfigError([Problem(k, "unknown key", "check the spelling against the dataclasses in midsweep/config/")
-                           for k in unknown])
-    return run.validate()
+    unknown = [Problem(k, "unknown key", "check the spelling against the dataclasses in midsweep/config/")
+               for k in flatten(OmegaConf.to_container(cfg)) if k not in known]
+    problems = unknown + run.problems()  # a typo does not hide the other problems
+    if problems:
+        raise ConfigError(problems)
+    return run
 
 
 register()
 
-__all__ = ["ConfigError", "DataConfig", "EvalConfig", "MixtureConfig", "ModelConfig", "OptimConfig",
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "LoggerConfig", "MixtureConfig", "ModelConfig", "OptimConfig",
            "PosttrainConfig", "Problem", "RunConfig", "SourceConfig", "StageConfig", "TrainConfig",
            "to_run_config", "GROUPS"]

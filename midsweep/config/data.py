@@ -27,6 +27,25 @@ SOURCE_KINDS = ("builtin", "hf", "files")
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 """Local file extension -> ``datasets`` builder used to read it."""
 
+KNOWN_VOCABULARIES: dict[str, tuple[str, int]] = {
+    "byte": ("byte", 256),
+    "EleutherAI/pythia-": ("gpt-neox", 50277),
+    "EleutherAI/gpt-neox-20b": ("gpt-neox", 50277),
+    "gpt2": ("gpt2", 50257),
+    "openai-community/gpt2": ("gpt2", 50257),
+}
+"""Tokenizer or checkpoint name (or name prefix) -> (vocabulary, its size as ``len(tokenizer)``): what the
+config knows without loading a tokenizer (cost estimates, matching a pretrained model to ``data.tokenizer``)."""
+
+
+def known_vocabulary(name: str) -> Optional[tuple[str, int]]:
+    """(vocabulary, size) of a tokenizer or hub checkpoint name listed in KNOWN_VOCABULARIES, else None."""
+    for prefix, vocab in KNOWN_VOCABULARIES.items():
+        if name == prefix or (prefix.endswith(("-", "/")) and name.startswith(prefix)):
+            return vocab
+    return None
+
+
 DEFAULT_CACHE_DIR = "${oc.env:MIDSWEEP_CACHE,${oc.env:HOME,/tmp}/.cache/midsweep}"
 
 _DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -45,7 +64,7 @@ class SourceConfig:
     split: str = "train"
     """Split to read (``kind=hf``; local ``files`` are read whole)."""
     streaming: bool = False
-    """Stream the dataset instead of downloading it whole; needs ``max_documents``."""
+    """Stream the dataset instead of downloading it whole; needs a cap: ``max_tokens`` or ``max_documents``."""
     data_files: list[str] = field(default_factory=list)
     """For ``kind=files``: paths or globs of ``.jsonl``/``.json``/``.parquet``/``.txt`` (one line = one document).
     With ``kind=hf`` they are passed on to ``load_dataset`` (e.g. ``name=csv``)."""
@@ -57,6 +76,9 @@ class SourceConfig:
     """Record field holding the response of a prompt/response document."""
     max_documents: Optional[int] = None
     """Read at most this many documents (held-out ones included)."""
+    max_tokens: Optional[int] = None
+    """Stop reading once the training split holds this many tokens (held-out documents not counted; the
+    document that crosses the cap is kept). The way to take a fixed-size sample of a large streamed dataset."""
     heldout_documents: int = 200
     """The first this-many documents are reserved for held-out evaluation; training never reads them."""
 
@@ -75,8 +97,11 @@ class SourceConfig:
                 "only one of prompt_field/response_field is set", "set both (prompt/response documents) or neither")
         require(p, bool(self.text_field), f"{prefix}.text_field", "text_field is empty",
                 "name the record field that holds the text, e.g. text")
-        require(p, not self.streaming or self.max_documents is not None, f"{prefix}.max_documents",
-                "streaming needs a document cap", "set max_documents (e.g. 100000) or streaming=false")
+        require(p, not self.streaming or self.max_documents is not None or self.max_tokens is not None,
+                f"{prefix}.max_tokens", "streaming needs a cap on what is read",
+                "set max_tokens (e.g. 2000000000) or max_documents, or streaming=false")
+        require(p, self.max_tokens is None or self.max_tokens > 0, f"{prefix}.max_tokens",
+                f"must be positive, got {self.max_tokens}", "use a positive token count, or null for no cap")
         require(p, self.heldout_documents >= 1, f"{prefix}.heldout_documents",
                 f"must be >= 1, got {self.heldout_documents}", "reserve at least one document, e.g. 200")
         if self.max_documents is not None:
@@ -146,8 +171,16 @@ class DataConfig:
     """Domain name -> source. Names are used in mixture configs and cache paths."""
     tokenizer: str = "byte"
     """``byte`` (256 UTF-8 byte ids, no download) or an HF tokenizer name/path for ``AutoTokenizer``."""
+    vocab_size: Optional[int] = None
+    """Vocabulary size of ``tokenizer`` (``len(tokenizer)``), for cost estimates without loading it. None: known for
+    ``byte`` and the hub tokenizers of KNOWN_VOCABULARIES; any other tokenizer needs it."""
     cache_dir: str = DEFAULT_CACHE_DIR
     """Built corpora and token shards live here; share it between runs (and SLURM tasks) to tokenize once."""
+
+    def resolved_vocab_size(self) -> Optional[int]:
+        """The vocabulary size of ``tokenizer`` from the config alone; None if neither declared nor known."""
+        known = known_vocabulary(self.tokenizer)
+        return self.vocab_size if self.vocab_size is not None else known[1] if known else None
 
     def problems(self, prefix: str = "data") -> list[Problem]:
         p: list[Problem] = []
@@ -159,6 +192,11 @@ class DataConfig:
             p += source.problems(f"{prefix}.domains.{name}")
         require(p, bool(self.tokenizer), f"{prefix}.tokenizer", "tokenizer is empty",
                 "use byte, or an HF tokenizer name/path such as gpt2")
+        known = known_vocabulary(self.tokenizer)
+        if self.vocab_size is not None:
+            require(p, self.vocab_size > 0 and (known is None or known[1] == self.vocab_size), f"{prefix}.vocab_size",
+                    f"{self.vocab_size} is not the size of tokenizer {self.tokenizer!r}"
+                    + (f" ({known[1]})" if known else ""), "set it to len(tokenizer), or null for a known tokenizer")
         require(p, bool(self.cache_dir), f"{prefix}.cache_dir", "cache_dir is empty",
                 "set a writable directory shared by all runs, e.g. /scratch/$USER/midsweep-cache")
         return p

@@ -119,3 +119,28 @@ class ModelConfig:
 def rotary_dim(arch: str, head_dim: int) -> int:
     """Channels of each head that get rotary embeddings: 25% for neox (Pythia), all for llama."""
     return head_dim // 4 if arch == "neox" else head_dim
+
+
+def non_embedding_params(cfg: ModelConfig) -> int:
+    """Analytic non-embedding parameter count of the built-in model (equals count_params on it)."""
+    s = cfg.resolved()
+    d, ff = s.d_model, s.d_ff
+    if cfg.arch == "neox":  # qkv+proj with biases, GELU MLP with biases, two LayerNorms (gain+bias)
+        per_layer = 4 * d * d + 4 * d + 2 * d * ff + ff + d + 4 * d
+        return s.n_layers * per_layer + 2 * d
+    per_layer = 4 * d * d + 3 * d * ff + 2 * d  # no biases, SwiGLU has three matrices, two RMSNorm gains
+    return s.n_layers * per_layer + d
+
+
+def flops_per_token(cfg: ModelConfig, vocab_size: int) -> float:
+    """Training FLOPs per token (forward + backward):
+
+        6 * (N_non_embedding + d_model * vocab_size) + 12 * n_layers * d_model * seq_len
+
+    The first term is the matmul work of every weight (2 FLOPs per multiply-add forward, 4 backward),
+    counting the output head but not the embedding lookup. The second is attention's QK^T and AV products
+    at full context (not halved for the causal mask), per token.
+    """
+    s = cfg.resolved()
+    return float(6 * (non_embedding_params(cfg) + s.d_model * vocab_size)
+                 + 12 * s.n_layers * s.d_model * cfg.seq_len)

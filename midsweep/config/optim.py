@@ -9,6 +9,7 @@ from midsweep.config.errors import Problem, require
 SCHEDULES = ("cosine", "wsd", "constant")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 BOUNDARY = ("continue", "rewarm", "cooldown")
+HORIZONS = ("end", "boundary")
 
 
 @dataclass
@@ -32,6 +33,12 @@ class OptimConfig:
     """``rewarm``: the new peak learning rate (None: ``lr``)."""
     rewarm_warmup: float = 0.01
     """``rewarm``: warmup length as a fraction of main training steps."""
+    horizon: str = "end"
+    """What the main schedule (its warmup, cosine or WSD decay) spans: ``end`` (all main training) or
+    ``boundary`` (the steps before the mixture's phase boundary: a complete pretraining, whatever comes after
+    the switch; needs ``boundary=rewarm``, which then re-warms for the continuation). With ``boundary``, runs
+    that differ only after the switch, e.g. model reuse's continuation lengths, share their pretraining
+    (docs/prefix.md); with ``end`` a longer continuation stretches the pretraining's cosine too."""
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (applied to matrices only, not norms and biases)."""
     beta1: float = 0.9
@@ -60,10 +67,17 @@ class OptimConfig:
                 f"use one of {', '.join(BOUNDARY)}")
         require(out, self.rewarm_lr is None or self.rewarm_lr > 0, f"{prefix}.rewarm_lr",
                 f"rewarm_lr {self.rewarm_lr} is not positive", "use a positive LR or null")
+        require(out, self.horizon in HORIZONS, f"{prefix}.horizon", f"unknown horizon {self.horizon!r}",
+                f"use one of {', '.join(HORIZONS)}")
+        require(out, self.horizon == "end" or self.boundary == "rewarm", f"{prefix}.horizon",
+                f"horizon=boundary ends the schedule at the phase boundary, but boundary={self.boundary!r} would "
+                "leave the rest of training at the floor LR", "use optim.boundary=rewarm (or horizon=end)")
         require(out, 0 <= self.rewarm_warmup < 1, f"{prefix}.rewarm_warmup", f"{self.rewarm_warmup} is outside [0, 1)",
                 "use a fraction such as 0.01")
         require(out, self.weight_decay >= 0, f"{prefix}.weight_decay", "negative weight decay", "use a value >= 0")
         require(out, 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"{prefix}.beta1/beta2", "betas outside [0, 1)",
                 "use e.g. beta1=0.9 beta2=0.95")
+        require(out, self.eps > 0, f"{prefix}.eps", f"eps {self.eps} is not positive",
+                "use a small positive value, e.g. 1e-8")
         require(out, self.grad_clip >= 0, f"{prefix}.grad_clip", "negative clip", "use a value >= 0 (0 disables)")
         return out

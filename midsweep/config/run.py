@@ -2,40 +2,45 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from midsweep.config.data import DataConfig
+from midsweep.config.data import DataConfig, known_vocabulary
 from midsweep.config.errors import Problem, raise_if_any, require
 from midsweep.config.eval import EvalConfig
-from midsweep.config.mixture import MixtureConfig
-from midsweep.config.model import ModelConfig
+from midsweep.config.logger import LoggerConfig
+from midsweep.config.mixture import KINDS, MixtureConfig
+from midsweep.config.model import ModelConfig, flops_per_token, non_embedding_params
 from midsweep.config.optim import OptimConfig
 from midsweep.config.posttrain import PosttrainConfig
 from midsweep.config.train import TrainConfig
 
-# Keys that change where or how visibly a run works, not what it computes: left out of the run id so that
-# re-running with another output path, progress bar or checkpoint cadence finds the same run.
+# Keys that change where, how fast or how visibly a run works, not what it computes: left out of the run id so
+# that re-running with another output path, progress bar, checkpoint cadence or kernel choice finds the same run.
 NON_SEMANTIC = {
     "name", "train.out_dir", "train.progress", "train.log_every", "train.checkpoint_every", "train.keep_last",
-    "train.pin_steps", "train.device", "train.compile", "eval.batch", "data.cache_dir",
+    "train.pin_steps", "train.share_prefixes", "train.publish_steps", "train.device", "train.compile",
+    "train.wait_for_lock", "train.deterministic", "eval.batch", "data.cache_dir", "data.vocab_size", "logger",
 }
 
-# Mixture keys that a kind does not read: left out of its run id and coordinates, so that e.g. every
-# no-introduction baseline is one run whatever the grid's weight axis says.
-_MIX_ONLY = {"introduce": {"domain", "introduce_at", "weight", "ramp", "until"}, "continued": {"domain", "introduce_at", "ramp", "replay"},
-             "upsample_end": {"upsample_fraction", "upsample_weights"}, "stages": {"stages"}}
-_MIX_ALL = set().union(*_MIX_ONLY.values())
+RUN_ID_VERSION = "midsweep-run-id-2"
+"""Salts every run id. Bump it when a field's default or meaning changes so that one config computes something
+else than before. Adding a field needs no bump: the id hashes only the values that differ from the defaults."""
 
-# The sweep coordinates written to summary.json (the axes studies vary).
-COORD_KEYS = (
-    "mixture.kind", "mixture.domain", "mixture.introduce_at", "mixture.weight", "mixture.ramp", "mixture.until",
-    "mixture.replay", "mixture.upsample_fraction", "train.seed", "train.tokens", "train.init_from", "model.size",
-    "model.arch", "optim.lr", "optim.warmup", "optim.schedule", "optim.boundary", "optim.rewarm_lr",
-    "posttrain.enabled", "posttrain.domain",
+COMMON_COORDS = (
+    "train.seed", "train.tokens", "train.init_from", "model.size", "model.arch", "model.hf_revision", "optim.lr",
+    "optim.warmup", "optim.schedule", "optim.boundary", "optim.rewarm_lr", "optim.rewarm_warmup", "posttrain.enabled",
+    "posttrain.domain",
 )
+"""The sweep coordinates (summary.json) besides ``mixture.kind`` and the mixture keys the kind reads."""
+
+_ABSENT = "<absent>"
+"""Run-id value of a default key that a config lacks (e.g. a default domain it removed)."""
 
 
 @dataclass
@@ -56,6 +61,8 @@ class RunConfig:
     """Held-out evaluation (group ``eval``)."""
     posttrain: PosttrainConfig = field(default_factory=PosttrainConfig)
     """Optional fine-tuning on the target after the main phases (group ``posttrain``)."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Experiment tracker (TensorBoard, W&B...) the run also reports to (group ``logger``); not part of the run id."""
 
     # ------------------------------------------------------------------ derived quantities
     @property
@@ -86,9 +93,14 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def problems(self) -> list[Problem]:
-        out = [*self.model.problems("model"), *self.data.problems("data"), *self.mixture.problems("mixture"),
-               *self.optim.problems("optim"), *self.train.problems("train"), *self.eval.problems("eval"),
-               *self.posttrain.problems("posttrain")]
+        nonfinite = {k: v for k, v in flatten(dataclasses.asdict(self)).items()
+                     if isinstance(v, float) and not math.isfinite(v)}
+        out = [Problem(k, f"{v} is not a finite number", "give a finite value") for k, v in nonfinite.items()]
+        out += [p for p in (*self.model.problems("model"), *self.data.problems("data"),
+                            *self.mixture.problems("mixture"), *self.optim.problems("optim"),
+                            *self.train.problems("train"), *self.eval.problems("eval"),
+                            *self.posttrain.problems("posttrain"), *self.logger.problems("logger"))
+               if p.key not in nonfinite]
         known = set(self.data.domains)
         fix = f"use one of {', '.join(sorted(known))}, or add it under data.domains"
         for name in sorted(self.mixture.domains() - known):
@@ -98,6 +110,7 @@ class RunConfig:
         if self.posttrain.enabled:
             require(out, self.posttrain.domain in known, "posttrain.domain",
                     f"unknown domain {self.posttrain.domain!r}", fix)
+        out += self._start_problems()
         if out:  # the arithmetic below assumes sane group values
             return out
         tps = self.tokens_per_step
@@ -106,14 +119,43 @@ class RunConfig:
         require(out, self.eval.every_tokens % tps == 0, "eval.every_tokens",
                 f"{self.eval.every_tokens} is not a multiple of the tokens per step ({tps})",
                 f"use a multiple of {tps}, e.g. {max(1, round(self.eval.every_tokens / tps)) * tps}")
-        if self.mixture.kind in ("introduce", "continued"):
-            step = self.to_step(self.mixture.introduce_at)
-            require(out, step < self.main_steps, "mixture.introduce_at",
-                    f"introduction at step {step} is at or after the end of training ({self.main_steps} steps)",
-                    "introduce earlier, or train longer (train.tokens)")
+        if self.main_steps >= 1:
+            out += self.mixture.timing_problems(self.to_step, self.main_steps)
+        if self.mixture.kind == "continued" and self.train.init_from is None and not out:
+            require(out, self.to_step(self.mixture.introduce_at) > 0, "train.init_from",
+                    f"mixture kind continued switches to {self.mixture.domain} at step 0 from random weights: "
+                    "nothing is continued", "set train.init_from to a pretrained run directory, or switch later "
+                    "(mixture.introduce_at)")
         if self.posttrain.enabled:
             require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({tps} tokens)",
                     f"use at least {tps} tokens")
+        if self.optim.boundary != "continue" and not out:
+            n = self.main_steps
+            starts = [s.start for s in self.mixture.segments(self.to_step, n)]
+            require(out, any(0 < s < n for s in starts), "optim.boundary",
+                    f"boundary={self.optim.boundary} acts where the mix changes, but mixture kind {self.mixture.kind} "
+                    + ("changes it at step 0" if starts else "never changes it"),
+                    "use optim.boundary=continue (e.g. optim=cosine), or a mixture that changes after step 0")
+        return out
+
+    def _start_problems(self) -> list[Problem]:
+        """Where the weights and the vocabulary come from: checked without loading anything."""
+        out: list[Problem] = []
+        init = self.train.init_from
+        require(out, init is None or os.path.exists(os.path.expanduser(init)), "train.init_from",
+                f"{init} does not exist", "give a finished run directory or its checkpoints/step_XXXXXXXX directory "
+                "(relative paths are read from the launch directory)")
+        tokenizer = self.data.tokenizer
+        require(out, self.data.resolved_vocab_size() is not None, "data.vocab_size",
+                f"the vocabulary size of tokenizer {tokenizer!r} is not known without loading it",
+                "set data.vocab_size to len(AutoTokenizer.from_pretrained(data.tokenizer))")
+        checkpoint = self.model.hf_name_or_path
+        if checkpoint is not None:
+            want, have = known_vocabulary(checkpoint), known_vocabulary(tokenizer)
+            require(out, tokenizer != "byte" and (want is None or have is None or want == have), "data.tokenizer",
+                    f"tokenizer {tokenizer!r} does not match the vocabulary of the pretrained model {checkpoint!r}"
+                    + (f" ({want[0]}, {want[1]} tokens)" if want else ""),
+                    f"set data.tokenizer={checkpoint} (the checkpoint's own tokenizer)")
         return out
 
     def validate(self) -> "RunConfig":
@@ -122,46 +164,75 @@ class RunConfig:
 
     # ------------------------------------------------------------------ identity and plan
     def flat(self) -> dict:
-        """The config as a flat {dotted.key: value} dict, without mixture keys its kind does not read."""
-        unread = {f"mixture.{k}" for k in _MIX_ALL - _MIX_ONLY.get(self.mixture.kind, set())}
-        flat = flatten(dataclasses.asdict(self))
-        return {k: v for k, v in flat.items() if not any(k == u or k.startswith(u + ".") for u in unread)}
+        """The config as a flat {dotted.key: value} dict, without the keys it does not read (``_unread_keys``)."""
+        unread = self._unread_keys()
+        return {k: v for k, v in flatten(dataclasses.asdict(self)).items() if not _under(k, unread)}
+
+    def _unread_keys(self) -> set[str]:
+        """Keys this run does not read: the mixture fields of other kinds, and the re-warming keys unless
+        ``optim.boundary=rewarm`` (so a grid crossing boundary policies with re-warm LRs has one no-rewarm run)."""
+        unread = _unread_mixture_keys(self.mixture.kind)
+        return unread if self.optim.boundary == "rewarm" else unread | {"optim.rewarm_lr", "optim.rewarm_warmup"}
 
     def run_id(self) -> str:
-        semantic = {k: v for k, v in self.flat().items() if not any(k == s or k.startswith(s + ".") for s in NON_SEMANTIC)}
-        blob = json.dumps(semantic, sort_keys=True, default=str)
+        """12 hex digits of sha256 over RUN_ID_VERSION and the semantic values that differ from the defaults
+        (a default key the config lacks counts as a difference)."""
+        semantic = {k: v for k, v in self.flat().items() if not _under(k, NON_SEMANTIC)}
+        defaults = _default_flat(type(self))
+        changed = {k: v for k, v in semantic.items() if k not in defaults or defaults[k] != v}
+        unread = self._unread_keys()
+        changed |= {k: _ABSENT for k in defaults if k not in semantic and not _under(k, NON_SEMANTIC | unread)}
+        blob = json.dumps({"version": RUN_ID_VERSION, "changed": changed}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def run_dir(self) -> Path:
         return Path(self.train.out_dir) / self.run_id()
 
     def coords(self) -> dict:
-        flat = self.flat()
-        coords = {k: flat.get(k) for k in COORD_KEYS}
-        if self.mixture.kind in ("introduce", "continued"):
-            step = self.to_step(self.mixture.introduce_at)
-            coords["mixture.introduce_tokens"] = step * self.tokens_per_step
+        """The sweep coordinates: ``mixture.kind``, the mixture keys its kind reads (dicts and stage lists flattened,
+        e.g. ``mixture.base_weights.general``), COMMON_COORDS, and ``mixture.introduce_tokens`` for kinds with an
+        introduction time."""
+        flat, kind = self.flat(), self.mixture.kind
+        reads = {f"mixture.{name}" for name in KINDS[kind].reads}
+        coords = {"mixture.kind": kind, **{k: v for k, v in flat.items() if _under(k, reads)}}
+        coords |= {k: flat[k] for k in COMMON_COORDS if k in flat}
+        if "introduce_at" in KINDS[kind].reads:
+            coords["mixture.introduce_tokens"] = self.to_step(self.mixture.introduce_at) * self.tokens_per_step
         return coords
 
     def plan(self) -> dict:
-        """Steps, tokens, FLOPs and parameters this run will take (an estimate for previews)."""
-        from midsweep.model import flops_per_token, non_embedding_params  # lazy: validating needs no torch
-
-        vocab = 256 if self.data.tokenizer == "byte" else _vocab_size(self.data.tokenizer)
+        """Steps, tokens, FLOPs and parameters this run will take (an estimate for previews): config arithmetic
+        only, no torch and no tokenizer."""
         tokens = self.total_steps * self.tokens_per_step
         return {"steps": self.total_steps, "tokens": tokens, "params": non_embedding_params(self.model),
-                "flops": flops_per_token(self.model, vocab) * tokens}
+                "flops": flops_per_token(self.model, self.data.resolved_vocab_size()) * tokens}
 
 
-def _vocab_size(name: str) -> int:
-    from midsweep.data import load_tokenizer
+def _under(key: str, prefixes: set[str]) -> bool:
+    """``key`` is one of ``prefixes`` or inside one of them."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
-    return load_tokenizer(name).vocab_size
+
+def _unread_mixture_keys(kind: str) -> set[str]:
+    """The mixture keys that ``kind`` does not read (none for an unknown kind, which fails validation)."""
+    if kind not in KINDS:
+        return set()
+    return {f"mixture.{f.name}" for f in dataclasses.fields(MixtureConfig)
+            if f.name != "kind" and f.name not in KINDS[kind].reads}
+
+
+@functools.cache
+def _default_flat(cls: type) -> dict:
+    """The flat defaults of a RunConfig class (computed once)."""
+    return flatten(dataclasses.asdict(cls()))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
+    """{dotted.key: leaf}: nested dicts, and lists of dicts (by index: ``mixture.stages.0.start``), flattened."""
     out = {}
     for key, value in tree.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            value = {str(i): v for i, v in enumerate(value)}
         if isinstance(value, dict) and value:
             out.update(flatten(value, f"{prefix}{key}."))
         else:

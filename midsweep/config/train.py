@@ -34,16 +34,31 @@ class TrainConfig:
     keep_last: int = 2
     """Periodic checkpoints kept (pinned ones are always kept)."""
     pin_steps: list[int] = field(default_factory=list)
-    """Extra steps whose checkpoints are kept forever (fork points); phase boundaries are pinned too."""
+    """Extra steps whose checkpoints are kept forever; phase boundaries are pinned too."""
+    share_prefixes: bool = True
+    """Prefix sharing (docs/prefix.md): start from the longest prefix of this run that another run of the sweep
+    published in ``out_dir/_prefixes`` (bitwise the same results, fewer steps), and publish ``publish_steps``.
+    The launchers plan it for a whole grid; False trains every step of this run itself and publishes nothing."""
+    publish_steps: list[int] = field(default_factory=list)
+    """Steps whose state this run publishes to ``out_dir/_prefixes`` for other runs to fork from (set by the
+    launcher's plan; entries are kept until ``midsweep gc``, the run's own copies pruned like periodic ones)."""
     init_from: Optional[str] = None
     """Start the weights from another run's checkpoint: a run directory (its newest checkpoint) or a
     ``checkpoints/step_XXXXXXXX`` directory. The optimizer and data order start fresh (continual pretraining)."""
     log_every: int = 10
-    """Steps between training-loss rows in train.jsonl."""
+    """Steps between training-loss rows in train.jsonl. Also how often the loop waits for the device: it reads
+    the loss, checks for a non-finite loss (recording the step it first occurred) and polls for a preemption
+    signal at these steps and before every evaluation and checkpoint, never in between."""
     progress: bool = True
     """Show a progress bar with loss, tokens/s and ETA."""
     deterministic: bool = True
-    """Ask torch for deterministic kernels, so a resumed run equals an uninterrupted one bitwise on CPU."""
+    """Ask torch for deterministic kernels, so a resumed run equals an uninterrupted one bitwise on CPU. On a GPU
+    it costs throughput (slower deterministic kernels, e.g. for the embedding's backward and scatter/index ops)
+    and does not make runs bitwise reproducible by itself (cuBLAS also needs CUBLAS_WORKSPACE_CONFIG), so
+    ``train=gpu`` turns it off."""
+    wait_for_lock: bool = False
+    """When another process holds the run directory (its ``run.lock``): wait for it to end instead of exiting
+    with an error that names the holder. Then the run resumes from where the other left it, or is skipped if done."""
 
     def problems(self, prefix: str = "train") -> list[Problem]:
         out: list[Problem] = []
@@ -54,6 +69,7 @@ class TrainConfig:
         require(out, self.micro_batch <= 0 or self.global_batch % self.micro_batch == 0, f"{prefix}.global_batch",
                 f"global_batch {self.global_batch} is not divisible by micro_batch {self.micro_batch}",
                 "make global_batch a multiple of micro_batch x number of ranks")
+        require(out, self.seed >= 0, f"{prefix}.seed", f"seed {self.seed} is negative", "use a seed >= 0")
         require(out, self.precision in PRECISIONS, f"{prefix}.precision", f"unknown precision {self.precision!r}",
                 "use auto, bf16 or fp32")
         require(out, self.device in DEVICES, f"{prefix}.device", f"unknown device {self.device!r}",
@@ -61,5 +77,7 @@ class TrainConfig:
         require(out, self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "negative", "use 0 or more steps")
         require(out, self.keep_last >= 1, f"{prefix}.keep_last", f"keep_last={self.keep_last}",
                 "keep at least the last checkpoint (1)")
+        require(out, all(s >= 1 for s in self.publish_steps), f"{prefix}.publish_steps",
+                f"steps {self.publish_steps} include one below 1", "publish steps >= 1 (the state after that many steps)")
         require(out, self.log_every >= 1, f"{prefix}.log_every", "must be >= 1", "use e.g. 10")
         return out

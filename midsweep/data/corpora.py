@@ -1,14 +1,13 @@
 """Built-in offline corpora, made on first use from the local Python install and a seeded generator.
 
-Each corpus is written once to ``<cache>/corpora/<name>-v<VERSION>.jsonl`` (tmp file + rename, under a file
-lock so concurrent processes build it once) and reused. Records are ``{"text"}`` or ``{"prompt", "response"}``;
-documents are ordered by a content hash so the first N (the held-out split) are a fair sample.
+Each corpus is written once to ``<cache>/corpora/<name>-v<VERSION>.jsonl`` (tmp file + rename, under a
+``filelock`` lock so concurrent processes build it once) and reused. Records are ``{"text"}`` or
+``{"prompt", "response"}``; documents are ordered by a content hash so the first N (the held-out split) are a
+fair sample.
 """
 from __future__ import annotations
 
 import ast
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -19,6 +18,9 @@ import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
 
+from filelock import FileLock
+
+from midsweep import rundir
 from midsweep.config.data import BUILTIN_CORPORA
 from midsweep.data.mathgen import unique_problems
 
@@ -32,18 +34,6 @@ _CODE_BUDGET = 8_000_000  # bytes of source in the code corpus
 _DOC_CHARS = 2_000  # prose documents are paragraphs grouped up to about this size
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive ``fcntl`` lock on ``path`` (created if missing) for the duration of the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def corpus_path(name: str, cache_dir: Path) -> Path:
     return Path(cache_dir) / "corpora" / f"{name}-v{VERSION}.jsonl"
 
@@ -55,17 +45,13 @@ def ensure_corpus(name: str, cache_dir: Path) -> Path:
     path = corpus_path(name, cache_dir)
     if path.exists():
         return path
-    with file_lock(path.with_name(path.name + ".lock")):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(path.name + ".lock"))):
         if path.exists():  # another process built it while we waited
             return path
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for record in BUILDERS[name]():
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with rundir.atomic_open(path) as fh:
+            for record in BUILDERS[name]():
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
 

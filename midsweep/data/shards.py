@@ -13,17 +13,19 @@ import logging
 import os
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
+from filelock import FileLock
 
 from midsweep.config.data import DataConfig, SourceConfig, resolve_cache_dir
 from midsweep.config.errors import raise_if_any
-from midsweep.data.corpora import file_lock
 from midsweep.data.sources import DataSourceError, Document, fingerprint_inputs, iter_documents
-from midsweep.data.tokenizers import Tokenizer, load_tokenizer
+from midsweep.data.tokenizers import Tokenizer, encode_pairs, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +99,33 @@ def _dir_mtime(path: str) -> int | None:
     return max((e.stat().st_mtime_ns for e in os.scandir(path) if e.is_file()), default=None)
 
 
-def prepare_domain(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_dir: str | Path) -> DomainData:
-    """Token shards of one domain: reused from ``cache_dir`` if present, else tokenized once and cached."""
+def shard_path(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_dir: str | Path) -> Path:
+    """The shard directory of one domain (it holds ``meta.json`` once built)."""
+    return _shard_dir(resolve_cache_dir(str(cache_dir)), name, fingerprint(name, source, tokenizer)[0])
+
+
+def _shard_dir(root: Path, name: str, fp: str) -> Path:
+    return root / "shards" / f"{name}-{fp}"
+
+
+def prepare_domain(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_dir: str | Path,
+                   num_proc: int = 1) -> DomainData:
+    """Token shards of one domain: reused from ``cache_dir`` if present, else tokenized once (by ``num_proc``
+    processes; the shards are the same for any number) and cached."""
     root = resolve_cache_dir(str(cache_dir))
     fp, inputs = fingerprint(name, source, tokenizer)
-    path = root / "shards" / f"{name}-{fp}"
+    path = _shard_dir(root, name, fp)
     if (path / "meta.json").exists():
         return _open(name, path, cache_hit=True)
-    with file_lock(path.parent / f".{path.name}.lock"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
         if (path / "meta.json").exists():  # built by another process while we waited
             return _open(name, path, cache_hit=True)
         tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            meta = _build(name, source, tokenizer, root, tmp)
+            meta = _build(name, source, tokenizer, root, tmp, num_proc)
             meta.update(name=name, fingerprint=fp, fingerprint_inputs=inputs)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
             shutil.rmtree(path, ignore_errors=True)  # a half-made directory without meta.json
@@ -121,8 +135,11 @@ def prepare_domain(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_
     return _open(name, path, cache_hit=False)
 
 
-def prepare_domains(cfg: DataConfig, names: list[str] | None = None) -> dict[str, DomainData]:
-    """Validate ``cfg``, load its tokenizer once, and prepare the named domains (default: all)."""
+def prepare_domains(cfg: DataConfig, names: list[str] | None = None, seq_len: int | None = None,
+                    num_proc: int = 1, build: bool = True) -> dict[str, DomainData]:
+    """Validate ``cfg``, load its tokenizer once, and prepare the named domains (default: all); with ``seq_len``,
+    each split must hold at least one sequence of that length. ``build=False`` (a multi-rank job) never
+    tokenizes: missing shards raise MissingShards at once, naming ``midsweep prepare``."""
     raise_if_any(cfg.problems())
     names = list(cfg.domains) if names is None else list(names)
     unknown = [n for n in names if n not in cfg.domains]
@@ -130,7 +147,61 @@ def prepare_domains(cfg: DataConfig, names: list[str] | None = None) -> dict[str
         raise ValueError(f"unknown domain(s) {unknown}; data.domains has {list(cfg.domains)}. "
                          "Fix: use one of those names or add the domain under data.domains")
     tokenizer = load_tokenizer(cfg.tokenizer)
-    return {n: prepare_domain(n, cfg.domains[n], tokenizer, cfg.cache_dir) for n in names}
+    missing = [n for n in names
+               if not (shard_path(n, cfg.domains[n], tokenizer, cfg.cache_dir) / "meta.json").exists()]
+    if missing and not build:
+        raise MissingShards(missing, resolve_cache_dir(str(cfg.cache_dir)))
+    domains = {n: prepare_domain(n, cfg.domains[n], tokenizer, cfg.cache_dir, num_proc) for n in names}
+    if seq_len is not None:
+        for d in domains.values():
+            _require_a_sequence(d, cfg.domains[d.name], seq_len)
+    return domains
+
+
+def _require_a_sequence(domain: DomainData, source: SourceConfig, seq_len: int) -> None:
+    """Training samples and evaluation read whole sequences of ``seq_len + 1`` tokens: a shorter split has none."""
+    for split, data in (("train", domain.train), ("held-out", domain.heldout)):
+        if data.num_sequences(seq_len) < 1:
+            more = (f"lower data.domains.{domain.name}.heldout_documents (now {source.heldout_documents})"
+                    if split == "train" else f"raise data.domains.{domain.name}.heldout_documents "
+                    f"(now {source.heldout_documents})")
+            raise DataSourceError(
+                f"domain {domain.name!r}: the {split} split has {len(data.tokens)} tokens ({data.num_documents} "
+                f"documents), fewer than one sequence of model.seq_len + 1 = {seq_len + 1} tokens. Fix: add data "
+                f"(or raise max_documents), {more}, or use a shorter model.seq_len")
+
+
+def cached_train_tokens(cfg: DataConfig) -> dict[str, int | None]:
+    """Domain -> training-split tokens of its shards if they are in the cache (None if not), found by the
+    fingerprint inputs in their meta.json: no tokenizer is loaded, so previews work offline."""
+    root = resolve_cache_dir(str(cfg.cache_dir)) / "shards"
+    out: dict[str, int | None] = {}
+    for name, source in cfg.domains.items():
+        want = json.loads(json.dumps(fingerprint_inputs(source, name), default=str))
+        out[name] = None
+        for meta_file in sorted(root.glob(f"{glob_escape(name)}-*/meta.json")):
+            try:
+                meta = json.loads(meta_file.read_text())
+                inputs = meta["fingerprint_inputs"]
+                if (inputs["data"] == want and inputs["tokenizer"]["name"] == cfg.tokenizer
+                        and inputs["preprocess_version"] == PREPROCESS_VERSION):
+                    out[name] = meta["train"]["tokens"]
+                    break
+            except (OSError, ValueError, KeyError):  # a shard being written or from another version
+                continue
+    return out
+
+
+class MissingShards(DataSourceError):
+    """A job of several ranks found domains without token shards: tokenizing them on one rank while the others
+    wait at a distributed barrier would run into its timeout, so the job stops before it starts."""
+
+    def __init__(self, domains: list[str], cache_dir: Path):
+        self.domains = domains
+        super().__init__(
+            f"no token shards in {cache_dir} for domain(s) {', '.join(domains)}, and this job has several ranks. "
+            "Fix: run `midsweep prepare` with the same overrides first (it tokenizes every domain of the config, "
+            "in parallel; add --slurm slurm_cpu to run it as a CPU job), then resubmit")
 
 
 class _SplitWriter:
@@ -182,26 +253,35 @@ def _batched(docs: Iterable[Document], size: int) -> Iterable[list[Document]]:
         yield batch
 
 
-def _build(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path, out: Path) -> dict:
-    """Stream the source's documents into ``out``: the first ``heldout_documents`` to heldout, the rest to train."""
+def _build(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path, out: Path, num_proc: int = 1) -> dict:
+    """Stream the source's documents into ``out``: the first ``heldout_documents`` to heldout, the rest to train,
+    until ``max_tokens`` training tokens."""
     start = time.time()
     dtype, pair = token_dtype(tokenizer.vocab_size), source.prompt_field is not None
     heldout = _SplitWriter(out, "heldout", dtype, tokenizer.eos_id, pair)
     train = _SplitWriter(out, "train", dtype, tokenizer.eos_id, pair)
     heldout_hashes: set[bytes] = set()  # train never sees a copy of a held-out document
     duplicates = 0
-    for batch in _batched(iter_documents(source, root, name), _ENCODE_BATCH):
-        texts = tokenizer.encode_batch([d.text for d in batch])
-        prompts = tokenizer.encode_batch([d.prompt for d in batch]) if pair else [()] * len(batch)
-        for doc, p, t in zip(batch, prompts, texts):
+    read: deque[list[Document]] = deque()  # batches handed to the encoder and not written yet, in order
+
+    def strings() -> Iterator[tuple[list[str], list[str]]]:
+        for batch in _batched(iter_documents(source, root, name), _ENCODE_BATCH):
+            read.append(batch)
+            yield ([d.prompt for d in batch] if pair else []), [d.text for d in batch]
+
+    cap = source.max_tokens if source.max_tokens is not None else float("inf")
+    for prompts, texts in encode_pairs(tokenizer, strings(), num_proc):
+        for doc, p, t in zip(read.popleft(), prompts, texts):
             key = hashlib.blake2b((doc.prompt + "\0" + doc.text).encode("utf-8", "replace"), digest_size=16).digest()
             if heldout.documents < source.heldout_documents:
                 heldout_hashes.add(key)
                 heldout.add(p, t)
             elif key in heldout_hashes:
                 duplicates += 1
-            else:
+            elif train.tokens < cap:
                 train.add(p, t)
+        if train.tokens >= cap:  # stop reading (a streamed source is never read further)
+            break
     counts = {"heldout": heldout.close(), "train": train.close()}
     if counts["heldout"]["documents"] == 0:
         raise DataSourceError(f"domain {name!r}: the source has no non-empty documents. Fix: check "

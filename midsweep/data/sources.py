@@ -131,6 +131,8 @@ def _load(domain: str, what: str, *args, **kwargs):
     try:
         return datasets.load_dataset(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - any loader failure gets the same actionable message
+        why = (str(e).strip().splitlines() or [""])[0]  # one line: loader messages run on
         raise DataSourceError(
-            f"domain {domain!r}: cannot load {what}: {type(e).__name__}: {e}. Fix: check data.domains.{domain} "
-            "(name/subset/split/data_files); hub datasets must be reachable or already in the HF cache") from e
+            f"domain {domain!r}: cannot load {what}: {type(e).__name__}: {why}. Fix: check data.domains.{domain} "
+            "(name/subset/split/data_files); hub datasets must be reachable, or already in the HF cache (prepare the "
+            "shards with `midsweep prepare` where the network is, e.g. a login node)") from e

@@ -1,9 +1,16 @@
 """Tokenizers: UTF-8 bytes by default (no download), or any Hugging Face tokenizer by name or path."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import multiprocessing
+import os
+from collections import deque
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
+
+
+class TokenizerError(ValueError):
+    """A tokenizer cannot be loaded or used; the message names it and the fix."""
 
 
 class Tokenizer(Protocol):
@@ -47,12 +54,14 @@ class HFTokenizer:
         try:
             self.tok = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as e:
-            raise ValueError(f"cannot load tokenizer {name!r} ({e}). Fix: set data.tokenizer to 'byte', a local "
-                             "tokenizer directory, or a hub name available offline (HF cache)") from e
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # one line: HF's messages run on
+            raise TokenizerError(f"cannot load tokenizer {name!r} ({why}). Fix: set data.tokenizer to 'byte', a local "
+                                 "tokenizer directory, or a hub name available offline (HF cache; download it once "
+                                 "with network, e.g. on a login node)") from e
         eos = next((t for t in (self.tok.eos_token_id, self.tok.sep_token_id, self.tok.pad_token_id) if t is not None),
                    None)
         if eos is None:
-            raise ValueError(f"tokenizer {name!r} has no eos/sep/pad token to end documents with. "
+            raise TokenizerError(f"tokenizer {name!r} has no eos/sep/pad token to end documents with. "
                              "Fix: add an eos_token to its tokenizer_config.json, or use another tokenizer")
         self.name, self.vocab_size, self.eos_id = name, len(self.tok), int(eos)
 
@@ -69,3 +78,44 @@ class HFTokenizer:
 def load_tokenizer(name: str) -> Tokenizer:
     """``"byte"`` -> :class:`ByteTokenizer`; anything else -> ``AutoTokenizer.from_pretrained(name)``."""
     return ByteTokenizer() if name == "byte" else HFTokenizer(name)
+
+
+def encode_pairs(tokenizer: Tokenizer, batches: Iterable[tuple[list[str], list[str]]], num_proc: int = 1
+                 ) -> Iterator[tuple[list, list]]:
+    """(prompt ids, text ids) of each batch of (prompts, texts), in input order. An empty prompt list means
+    plain documents (no prompts). With ``num_proc > 1``, worker processes (spawned, each loading the tokenizer
+    by name once) encode while this process reads; at most ``2 * num_proc`` batches are in flight, so a
+    streamed source is never read far ahead of what is written."""
+    if num_proc <= 1:
+        yield from (_encode_pair(tokenizer, batch) for batch in batches)
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once a Rust tokenizer has started its threads
+    with ctx.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer.name,)) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_encode_in_worker, (batch,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _encode_pair(tokenizer: Tokenizer, batch: tuple[list[str], list[str]]) -> tuple[list, list]:
+    prompts, texts = batch
+    return (tokenizer.encode_batch(prompts) if prompts else [()] * len(texts)), tokenizer.encode_batch(texts)
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(name: str) -> None:
+    global _worker_tokenizer
+    # One process per core already: a tokenizer's own thread pool would oversubscribe the cores.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _worker_tokenizer = load_tokenizer(name)
+
+
+def _encode_in_worker(batch: tuple[list[str], list[str]]) -> tuple[list, list]:
+    prompts, texts = _encode_pair(_worker_tokenizer, batch)
+    # numpy arrays pickle far faster than lists of Python ints
+    return [np.asarray(p, np.int32) for p in prompts], [np.asarray(t, np.int32) for t in texts]

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
+from midsweep.config import RunConfig
+from midsweep.launch import epochs
+from midsweep.launch.prefix import SweepPlan, cost
 from midsweep.launch.sweep import Point
 
 
@@ -23,16 +27,21 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
-def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "") -> str:
-    """A table of every point and the totals of the points that would be submitted."""
+def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "",
+            sharing: Optional[SweepPlan] = None) -> str:
+    """A table of every point and the totals of the points that would be submitted; with ``sharing`` (the
+    launch's fork plan, docs/prefix.md), which point forks from which at what step and the totals without it."""
     todo = [p for p in points if p.submit]
     plans = {p.index: p.run.plan() for p in todo}
-    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'FLOPs':>9}  overrides / reason"]
+    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'FLOPs':>9}  {'forks from':15}  "
+            "overrides / reason"]
     for p in points:
         plan = plans.get(p.index)
         tokens, flops = (_num(plan["tokens"]), _num(plan["flops"])) if plan else ("-", "-")
         extra = f"  ({p.reason})" if p.reason else ""
-        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {flops:>9}  "
+        fork, parent = (sharing.fork(p), sharing.parent(p)) if sharing else (None, None)
+        source = (f"#{parent.index} @{fork.step}" if parent else f"store @{fork.step}") if fork else "-"
+        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {flops:>9}  {source:15}  "
                     f"{' '.join(p.overrides)}{extra}")
     tokens = sum(plan["tokens"] for plan in plans.values())
     flops = sum(plan["flops"] for plan in plans.values())
@@ -40,8 +49,17 @@ def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, 
     rows += ["",
              f"{len(points)} point(s); {len(todo)} job(s) to submit{f' with {launcher}' if launcher else ''}, "
              f"{skipped} skipped (done or duplicate)",
-             f"estimated: {_num(tokens)} tokens, {_num(flops)} FLOPs, {throughput.gpu_hours(flops):.3g} GPU-hours "
+             f"estimated{' without prefix sharing' if sharing else ''}: {_num(tokens)} tokens, {_num(flops)} FLOPs, "
+             f"{throughput.gpu_hours(flops):.3g} GPU-hours "
              f"(at {throughput.mfu:.0%} of {throughput.peak_tflops:g} TFLOP/s per GPU; "
-             f"hydra.launcher.peak_tflops / mfu), {gpus_per_job} GPU(s) per job",
-             "preview only: nothing was submitted (drop hydra.launcher.preview=true to launch)"]
+             f"hydra.launcher.peak_tflops / mfu), {gpus_per_job} GPU(s) per job"]
+    if sharing is not None and sharing.points:
+        c = cost(sharing)
+        rows += [f"with prefix sharing (train.share_prefixes): {_num(c['tokens_shared'])} tokens "
+                 f"({c['tokens_shared'] / max(c['tokens'], 1):.0%} of the above), {_num(c['flops_shared'])} FLOPs, "
+                 f"{throughput.gpu_hours(c['flops_shared']):.3g} GPU-hours; "
+                 f"{len(sharing.plan.forks)} run(s) fork from a shared prefix (column 'forks from': point @ step)"]
+    # a launcher's run_config may return another type (it needs only run_id/run_dir/plan): no epochs to report
+    rows += epochs.report({p.index: p.run for p in todo if isinstance(p.run, RunConfig)})
+    rows.append("preview only: nothing was submitted (drop hydra.launcher.preview=true to launch)")
     return "\n".join(rows)

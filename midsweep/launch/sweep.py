@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException, HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from midsweep import rundir
 from midsweep.config.errors import ConfigError, Problem
-from midsweep.launch import rundir
+from midsweep.launch.compose import OverrideProblems
 
 NEW, DONE, RESUME, RERUN, DUPLICATE = "new", "done", "resume", "rerun", "duplicate"
 """What the launcher does with a point: submit it (new / resume from its checkpoint / rerun after a failure),
@@ -37,8 +38,8 @@ class Point:
         return self.action in (NEW, RESUME, RERUN)
 
 
-class InvalidSweep(ConfigError):
-    """Some grid points are invalid; lists every problem of every point."""
+class InvalidSweep(ConfigError, CompactHydraException):
+    """Some grid points are invalid; lists every problem of every point (Hydra prints it without a traceback)."""
 
     def __init__(self, invalid: list[tuple[list[str], list[Problem]]], total: int):
         self.invalid = invalid
@@ -64,9 +65,18 @@ def _problems(error: Exception) -> list[Problem]:
     return [Problem(key, message, "check the spelling and type of the override")]
 
 
+def _remaining_problems(config: Any, to_run_config: Callable, known: list[Problem]) -> list[Problem]:
+    """The problems of a point composed without its overrides that failed, less those already reported."""
+    try:
+        to_run_config(config)
+    except (ConfigError, OmegaConfBaseException, HydraException) as e:
+        return [p for p in _problems(e) if p.key not in {k.key for k in known}]
+    return []
+
+
 def action_for(run_dir: Path) -> tuple[str, str]:
     """What a (re)launch does with an existing run directory, and why."""
-    st = rundir.status(run_dir)
+    st = rundir.read_status(run_dir)
     if st is None:
         return NEW, ""
     state = st.get("status")
@@ -90,6 +100,9 @@ def preflight(job_overrides: Sequence[Sequence[str]], task_config: Callable, to_
         overrides = list(overrides)
         try:
             run = to_run_config(task_config(overrides))
+        except OverrideProblems as e:  # a typo in one override: still list the problems of the others
+            invalid.append((overrides, e.problems + _remaining_problems(e.config, to_run_config, e.problems)))
+            continue
         except (ConfigError, OmegaConfBaseException, HydraException) as e:  # collected, then raised at once
             invalid.append((overrides, _problems(e)))
             continue
@@ -110,7 +123,7 @@ def preflight(job_overrides: Sequence[Sequence[str]], task_config: Callable, to_
 def done_result(point: Point) -> dict:
     """What the launcher reports for a point it skipped."""
     return {"run_id": point.run_id, "run_dir": str(point.run_dir), "skipped": point.action,
-            "reason": point.reason, "final": rundir.final_losses(point.run_dir)}
+            "reason": point.reason, "final": (rundir.read_summary(point.run_dir) or {}).get("final") or {}}
 
 
 def format_losses(losses: dict) -> str:

@@ -18,6 +18,10 @@ from torch import nn
 from midsweep.config.model import ModelConfig, rotary_dim
 
 
+NORM_EPS = 1e-5
+"""epsilon of both norms (the transformers configs of the HF backend and of exports use it too)"""
+
+
 def pad_vocab(vocab_size: int, multiple: int = 64) -> int:
     """Embedding rows are padded to a multiple of 64 so the output matmul has a friendly shape."""
     return -(-vocab_size // multiple) * multiple
@@ -44,7 +48,7 @@ class Norm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
         self.bias = nn.Parameter(torch.zeros(d)) if arch == "neox" else None
-        self.eps = 1e-5
+        self.eps = NORM_EPS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is None:
@@ -104,7 +108,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """forward(input_ids [B, T]) -> logits [B, T, vocab_size] (float32 outside autocast), T <= cfg.seq_len."""
+    """forward(input_ids [B, T]) -> logits [B, T, vocab_size] (float32 outside autocast), T <= cfg.seq_len;
+    forward(input_ids, hidden=True) -> (hidden states [B, T, D], output matrix [vocab_size, D])."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
@@ -138,7 +143,9 @@ class GPT(nn.Module):
         """Modules whose parameters count as embedding (not counted in non-embedding params)."""
         return [self.embed, self.lm_head]
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, hidden: bool = False):
+        """Logits, or with ``hidden=True`` (final hidden states [B, T, D], output matrix [vocab_size, D]) for
+        a loss that never materialises the logits (midsweep.model.loss)."""
         T = input_ids.shape[1]
         if T > self.seq_len:
             raise ValueError(f"input length {T} exceeds model.seq_len={self.seq_len}; raise model.seq_len")
@@ -146,6 +153,8 @@ class GPT(nn.Module):
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, cos, sin)
+        if hidden:
+            return self.norm_f(x), self.lm_head.weight[: self.vocab_size]
         logits = self.lm_head(self.norm_f(x))
         if logits.shape[-1] != self.vocab_size:
             logits = logits[..., : self.vocab_size]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from midsweep.config.model import ModelConfig
+from midsweep.model.gpt import NORM_EPS
 
 
 def hf_config(cfg: ModelConfig, vocab_size: int):
@@ -21,17 +22,20 @@ def hf_config(cfg: ModelConfig, vocab_size: int):
         from transformers import GPTNeoXConfig
 
         return GPTNeoXConfig(**common, use_parallel_residual=True, hidden_act="gelu", hidden_dropout=0.0,
+                             layer_norm_eps=NORM_EPS,
                              attention_dropout=0.0, rope_parameters={
                                  "rope_type": "default", "rope_theta": cfg.rope_theta,
                                  "partial_rotary_factor": 0.25})
     from transformers import LlamaConfig
 
     return LlamaConfig(**common, num_key_value_heads=shape.n_heads, hidden_act="silu", attention_bias=False,
+                       rms_norm_eps=NORM_EPS,
                        mlp_bias=False, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta})
 
 
 class HFCausalLM(nn.Module):
-    """Thin wrapper: forward(input_ids [B, T]) -> logits [B, T, vocab_size]; state_dict keys are 'model.*'."""
+    """Thin wrapper with the built-in model's interface: forward(input_ids [B, T]) -> logits [B, T, vocab_size],
+    forward(input_ids, hidden=True) -> (final hidden states, output matrix); state_dict keys are 'model.*'."""
 
     def __init__(self, model: nn.Module, vocab_size: int):
         super().__init__()
@@ -41,7 +45,10 @@ class HFCausalLM(nn.Module):
     def embedding_modules(self) -> list[nn.Module]:
         return [self.model.get_input_embeddings(), self.model.get_output_embeddings()]
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, hidden: bool = False):
+        if hidden:  # the base model's output is after the final norm; the head has no bias (GPTNeoX, Llama)
+            states = self.model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+            return states, self.model.get_output_embeddings().weight[: self.vocab_size]
         logits = self.model(input_ids=input_ids, use_cache=False).logits
         if logits.shape[-1] != self.vocab_size:  # checkpoints pad their vocab (Pythia: 50304 rows)
             logits = logits[..., : self.vocab_size]

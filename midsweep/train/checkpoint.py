@@ -1,8 +1,8 @@
 """Atomic checkpoints: write a temporary directory, rename it, then mark it complete.
 
-A checkpoint directory ``checkpoints/step_00000120`` holds the state after 120 optimizer steps. Only
-directories with a ``COMPLETE`` marker count; a partial or unreadable one is skipped with a warning, so a
-kill at any moment leaves the previous checkpoint usable.
+Where checkpoints live and which count (``rundir.checkpoint_dir``, the ``COMPLETE`` marker) is
+``midsweep.rundir``'s; this module writes and reads their content (model.pt, optim.pt, state.pt). A partial or
+unreadable checkpoint is skipped with a warning, so a kill at any moment leaves the previous one usable.
 """
 from __future__ import annotations
 
@@ -13,30 +13,13 @@ from pathlib import Path
 
 import torch
 
+from midsweep import rundir
+
 log = logging.getLogger(__name__)
-MARKER = "COMPLETE"
-
-
-def _dir(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:08d}"
-
-
-def complete_steps(run_dir: Path) -> list[int]:
-    """Steps of complete checkpoints, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    steps = [int(p.name[5:]) for p in root.glob("step_*") if p.name[5:].isdigit() and (p / MARKER).exists()]
-    return sorted(steps)
-
-
-def latest_complete(run_dir: Path) -> int | None:
-    steps = complete_steps(run_dir)
-    return steps[-1] if steps else None
 
 
 def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) -> Path:
-    final = _dir(run_dir, step)
+    final = rundir.checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -46,7 +29,7 @@ def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) ->
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    (final / MARKER).write_text(str(step))
+    rundir.atomic_write_text(final / rundir.COMPLETE, str(step))
     _fsync_dir(final.parent)
     return final
 
@@ -62,8 +45,8 @@ def load(path: Path, with_optimizer: bool = True) -> dict:
 
 def load_latest(run_dir: Path) -> tuple[int, dict] | None:
     """The newest complete checkpoint that loads; corrupt ones are skipped with a warning."""
-    for step in reversed(complete_steps(run_dir)):
-        path = _dir(run_dir, step)
+    for step in reversed(rundir.complete_steps(run_dir)):
+        path = rundir.checkpoint_dir(run_dir, step)
         try:
             return step, load(path)
         except Exception as err:  # a truncated or corrupt file: fall back to the previous checkpoint
@@ -74,22 +57,22 @@ def load_latest(run_dir: Path) -> tuple[int, dict] | None:
 def resolve_init(path: str) -> Path:
     """``train.init_from``: a run directory (its newest complete checkpoint) or a checkpoint directory."""
     p = Path(path)
-    if (p / MARKER).exists():
+    if (p / rundir.COMPLETE).exists():
         return p
-    step = latest_complete(p)
+    step = rundir.latest_checkpoint(p)
     if step is None:
         raise FileNotFoundError(
             f"train.init_from={path}: no complete checkpoint there. Fix: point it at a finished run directory "
             "or at one of its checkpoints/step_XXXXXXXX directories")
-    return _dir(p, step)
+    return rundir.checkpoint_dir(p, step)
 
 
 def prune(run_dir: Path, keep_last: int, pinned: set[int]) -> None:
     """Delete periodic checkpoints beyond the newest ``keep_last``; pinned steps stay."""
-    steps = complete_steps(run_dir)
+    steps = rundir.complete_steps(run_dir)
     for step in steps[:-keep_last] if keep_last else steps:
         if step not in pinned:
-            shutil.rmtree(_dir(run_dir, step), ignore_errors=True)
+            shutil.rmtree(rundir.checkpoint_dir(run_dir, step), ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,18 +11,21 @@ def heldout_loss(model, split, seq_len: int, max_tokens: int, batch: int, accele
     """Mean next-token loss (nats) over the first ``max_tokens`` held-out tokens of one domain.
 
     Prompt/response domains count response tokens only. Every rank evaluates a strided share of the
-    sequences; sums are reduced so the result does not depend on the number of ranks.
+    sequences; sums are reduced so the result does not depend on the number of ranks. Every forward pass has
+    ``batch`` rows (a short last batch is padded with rows that count for nothing), so a compiled model
+    compiles evaluation once instead of once per leftover size.
     """
     n = max(1, min(split.num_sequences(seq_len), max_tokens // seq_len))
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     model.eval()
     for start in range(0, len(mine), batch):
-        seqs, masks = zip(*(split.sequence(i, seq_len) for i in mine[start:start + batch]))
+        rows = mine[start:start + batch]
+        seqs, masks = zip(*(split.sequence(i, seq_len) for i in rows + rows[:1] * (batch - len(rows))))
         x, y, m = to_tensors(seqs, masks if split.loss_mask is not None else None, accelerator.device)
+        m[len(rows):] = 0
         with accelerator.autocast():
-            logits = model(x)
-        totals[0] += loss_sum(logits, y, m).double()
+            totals[0] += loss_sum(model, x, y, m).double()
         totals[1] += m.sum().double()
     model.train()
     totals = accelerator.reduce(totals, reduction="sum")

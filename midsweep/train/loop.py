@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import sys
 import time
 
 import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
+from midsweep import rundir
 from midsweep.config import ConfigError, Problem, RunConfig
 from midsweep.data import load_tokenizer, prepare_domains
 from midsweep.data.sampler import MixtureSampler
 from midsweep.model import build_model, count_params, flops_per_token
 from midsweep.schedules import LRSchedule, MixtureSchedule
 from midsweep.train import checkpoint
+from midsweep.train.async_save import CheckpointWriter
 from midsweep.train.batches import loss_sum, make_batch
 from midsweep.train.evaluate import heldout_loss
+from midsweep.train.fork import ParentFailed, Sharing
 from midsweep.train.progress import Progress
-from midsweep.train.results import RunRecorder, losses_by_event, read_status, read_summary
+from midsweep.train.results import RunRecorder, losses_by_event
+from midsweep.train.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -37,75 +41,38 @@ class NonFiniteLoss(RuntimeError):
 def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) -> dict:
     """Train ``run`` in its run directory (resuming if possible) and return its summary.
 
+    The run directory is held (``rundir.hold``) for the run's life: a second process on it exits with
+    ``rundir.RunLocked`` naming the holder, or waits with ``train.wait_for_lock``.
+
     ``interrupt``: an object with ``requested() -> bool`` and ``checkpointed()`` (midsweep.launch.preemption):
     when any rank has been asked to stop, every rank saves a checkpoint, marks the run ``requeued`` and calls
     ``checkpointed()``, which hands over to the scheduler.
     """
-    run_dir = run.run_dir()
-    if (read_status(run_dir) or {}).get("status") == "done":
-        log.info("run %s is done already; nothing to do", run_dir)
-        return read_summary(run_dir) or {}
-
-    if run.train.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError([Problem("train.device", "cuda asked for but no GPU is visible", "use train.device=auto")])
     # accelerate runs several CPU ranks (gloo) only when told cpu=True
     cpu = run.train.device == "cpu" or not torch.cuda.is_available()
     precision = run.train.precision if run.train.precision != "auto" else ("bf16" if _native_bf16(cpu) else "fp32")
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=cpu)
-    world = accelerator.num_processes
-    per_rank, rem = divmod(run.train.global_batch, world * run.train.micro_batch)
-    if rem or per_rank == 0:
-        raise ConfigError([Problem("train.global_batch", f"{run.train.global_batch} sequences do not split into "
-                                   f"{world} ranks x micro_batch {run.train.micro_batch}",
-                                   "make global_batch a multiple of micro_batch x ranks")])
+    run_dir = run.run_dir()
+    with _hold(run_dir, accelerator, run.train.wait_for_lock):
+        if (rundir.read_status(run_dir) or {}).get("status") == "done":
+            log.info("run %s is done already; nothing to do", run_dir)
+            return rundir.read_summary(run_dir) or {}
+        return _train(run, overrides, interrupt, accelerator, precision)
+
+
+def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: Accelerator, precision: str) -> dict:
+    """The run, its directory held. From here on every failure ends with status ``failed``, its step and reason."""
+    run_dir = run.run_dir()
     rec = RunRecorder(run_dir, accelerator.is_main_process)
-    torch.use_deterministic_algorithms(run.train.deterministic, warn_only=True)
-    torch.manual_seed(run.train.seed)
-
-    # ---- data, schedules, model, optimizer
-    schedule = MixtureSchedule(run)
-    lr_at = LRSchedule(run, schedule)
-    with accelerator.main_process_first():  # rank 0 tokenizes, the others reuse its cache
-        data = prepare_domains(run.data, sorted(set(run.eval_domains()) | set(schedule.domains)))
-    L, tps = run.model.seq_len, run.tokens_per_step
-    sampler = MixtureSampler(schedule, {d: data[d].train.num_sequences(L) for d in schedule.domains},
-                             run.train.seed, run.train.global_batch)
-    vocab = load_tokenizer(run.data.tokenizer).vocab_size
-    model = build_model(run.model, vocab)
-    if run.train.init_from:
-        model.load_state_dict(checkpoint.load(checkpoint.resolve_init(run.train.init_from), False)["model"])
-    optimizer = _adamw(model, run, accelerator.device.type == "cuda")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(model)
-    if run.train.compile:
-        model = torch.compile(model)
-
-    # ---- resume
-    step, wall = 0, 0.0
-    found = checkpoint.load_latest(run_dir)
-    if found:
-        step, ckpt = found
-        raw.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sampler.load_state(ckpt["state"]["sampler"])
-        torch.set_rng_state(ckpt["state"]["torch_rng"])
-        wall = float(ckpt["state"]["wall_time_s"])
-        rec.truncate_after(step)
-        log.info("resuming %s from step %d", run_dir, step)
+    world, L, tps = accelerator.num_processes, run.model.seq_len, run.tokens_per_step
+    step, wall = rundir.latest_checkpoint(run_dir) or 0, 0.0  # the step to report until the resume says otherwise
+    sampler = params = progress = track = sharing = None
+    fpt = 0.0
     rec.config(OmegaConf.to_yaml(OmegaConf.structured(run)))
     rec.status("running", step)
 
-    # ---- the plan: when to evaluate and which checkpoints to keep
-    total, every = run.total_steps, run.eval.every_tokens // tps
-    boundaries = [b for b in schedule.boundaries() if b <= total]
-    pinned = set(boundaries) | set(run.train.pin_steps) | {total}
-    eval_at = {s: "every" for s in range(every, total + 1, every)} | {b: "phase_end" for b in boundaries}
-    eval_at[total] = "final"
-    params = count_params(raw)
-    fpt = flops_per_token(run.model, vocab)
-
     def counts_tokens() -> dict:
-        return {d: n * L for d, n in sampler.counts.items() if n}
+        return {d: n * L for d, n in sampler.counts.items() if n} if sampler else {}
 
     def evaluate(at: int, event: str) -> None:
         phase = schedule.phase_at(max(at - 1, 0))
@@ -113,7 +80,8 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
                  "loss": heldout_loss(model, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator),
                  "lr": lr_at(max(at - 1, 0)), "tokens_by_domain": counts_tokens()}
                 for d in run.eval_domains()]
-        rec.append("metrics.jsonl", rows)
+        rec.append(rundir.METRICS, rows)
+        track.evaluate(rows)
 
     def summary(status: str, reason: str | None = None) -> dict:
         final, phase_end = losses_by_event(rec.read_metrics()) if rec.enabled else ({}, {})
@@ -121,26 +89,107 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
                "coords": run.coords(), "overrides": _overrides(overrides), "final": final, "phase_end": phase_end,
                "steps": step, "tokens": step * tps, "tokens_by_domain": counts_tokens(),
                "flops": fpt * step * tps, "wall_time_s": wall, "params": params, "precision": precision,
-               "world_size": world}
+               "world_size": world, "prefix": sharing.record if sharing else None}
         rec.summary(out)
         return out
 
-    def save() -> None:
+    def failed(reason: str) -> None:
+        rec.status("failed", step, reason)
+        try:
+            summary("failed", reason)
+        except Exception:  # the status says why it failed; an unwritable summary must not replace that error
+            log.exception("could not write the summary of failed run %s", run_dir)
+
+    writer = CheckpointWriter()
+
+    def save() -> None:  # in the background; every exit below waits for it
         if accelerator.is_main_process:
-            checkpoint.save(run_dir, step, raw.state_dict(), optimizer.state_dict(),
-                            {"step": step, "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                             "wall_time_s": wall})
-            checkpoint.prune(run_dir, run.train.keep_last, pinned)
+            at = step
+            writer.save(run_dir, at, raw.state_dict(), optimizer.state_dict(),
+                        {"step": at, "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                         "wall_time_s": wall}, run.train.keep_last, pinned,
+                        then=lambda: sharing.publish(at))  # before pruning: a publish step is not pinned
         accelerator.wait_for_everyone()
 
-    if step == 0:
-        evaluate(0, "init")
-    progress = Progress(total, step, tps, enabled=run.train.progress and accelerator.is_main_process)
-    micro = [slice(i * run.train.micro_batch, (i + 1) * run.train.micro_batch) for i in range(per_rank)]
-    mine = slice(accelerator.process_index * per_rank * run.train.micro_batch,
-                 (accelerator.process_index + 1) * per_rank * run.train.micro_batch)
-    stopped = False
     try:
+        if run.train.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError([Problem("train.device", "cuda asked for but no GPU is visible",
+                                       "use train.device=auto")])
+        per_rank, rem = divmod(run.train.global_batch, world * run.train.micro_batch)
+        if rem or per_rank == 0:
+            raise ConfigError([Problem("train.global_batch", f"{run.train.global_batch} sequences do not split "
+                                       f"into {world} ranks x micro_batch {run.train.micro_batch}",
+                                       "make global_batch a multiple of micro_batch x ranks")])
+        torch.use_deterministic_algorithms(run.train.deterministic, warn_only=True)
+        torch.manual_seed(run.train.seed)
+
+        # ---- data, schedules, model, optimizer
+        schedule = MixtureSchedule(run)
+        lr_at = LRSchedule(run, schedule)
+        # Never tokenize behind a distributed barrier (it would time out): a multi-rank job with missing shards
+        # fails at once naming `midsweep prepare`; a single process builds them (file-locked against other runs).
+        data = prepare_domains(run.data, sorted(set(run.eval_domains()) | set(schedule.domains)), seq_len=L,
+                               build=world == 1)
+        sampler = MixtureSampler(schedule, {d: data[d].train.num_sequences(L) for d in schedule.domains},
+                                 run.train.seed, run.train.global_batch)
+        vocab = load_tokenizer(run.data.tokenizer).vocab_size
+        model = build_model(run.model, vocab)
+        if run.train.init_from:
+            model.load_state_dict(checkpoint.load(checkpoint.resolve_init(run.train.init_from), False)["model"])
+        optimizer = _adamw(model, run, accelerator.device.type == "cuda")
+        model, optimizer = accelerator.prepare(model, optimizer)
+        raw = accelerator.unwrap_model(model)
+        if run.train.compile:
+            model = torch.compile(model)
+        params = count_params(raw)
+        fpt = flops_per_token(run.model, vocab)
+
+        # ---- a fork: rank 0 places the longest published prefix of this run (docs/prefix.md) to resume from
+        sharing = Sharing(run, run_dir, accelerator.is_main_process)
+        with accelerator.main_process_first():
+            parent_failed = sharing.prepare()
+        if _any_rank(accelerator, parent_failed is not None):
+            raise parent_failed or ParentFailed("the run this run forks from failed (see rank 0)")
+
+        # ---- resume: from the newest checkpoint that loads, the records cut back to it (rows stay unique)
+        step, wall = 0, 0.0
+        found = checkpoint.load_latest(run_dir)
+        if found:
+            step, ckpt = found
+            raw.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            sampler.load_state(ckpt["state"]["sampler"])
+            torch.set_rng_state(ckpt["state"]["torch_rng"])
+            wall = float(ckpt["state"]["wall_time_s"])
+            log.info("resuming %s from step %d", run_dir, step)
+        rec.rewind(step if found else None)
+        rec.status("running", step)
+
+        # ---- the plan: when to evaluate and which checkpoints to keep
+        total, every = run.total_steps, run.eval.every_tokens // tps
+        boundaries = [b for b in schedule.boundaries() if b <= total]
+        pinned = set(boundaries) | set(run.train.pin_steps) | {total}
+        eval_at = {s: "every" for s in range(every, total + 1, every)} | {b: "phase_end" for b in boundaries}
+        eval_at[total] = "final"
+        checkpointed = pinned | sharing.publish_steps
+        sharing.claim(step)
+        sharing.publish(step)  # steps a resumed run has passed while its checkpoints are still here
+
+        track = Tracking(run, rec, step if found else None, total)
+        if step == 0:
+            evaluate(0, "init")
+        elif step in eval_at and not any(r["step"] == step for r in rundir.read_jsonl(run_dir / rundir.METRICS)):
+            evaluate(step, eval_at[step])  # a fork, at a step its plan evaluates and its parent's may not
+        progress = Progress(total, step, tps, enabled=run.train.progress and accelerator.is_main_process)
+        micro = [slice(i * run.train.micro_batch, (i + 1) * run.train.micro_batch) for i in range(per_rank)]
+        mine = slice(accelerator.process_index * per_rank * run.train.micro_batch,
+                     (accelerator.process_index + 1) * per_rank * run.train.micro_batch)
+        stopped = False
+        # Nothing is read back from the device between checks (every log_every steps, and before every
+        # evaluation, checkpoint and the end), so the GPU never idles waiting for the host. A non-finite loss is
+        # remembered on the device as its step (``total``: none yet) and raised at the next check.
+        first_bad = torch.full((), total, dtype=torch.long, device=accelerator.device)
+        last_check = step
         while step < total:
             t0 = time.perf_counter()
             lr = lr_at(step)
@@ -155,48 +204,60 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
             for i, part in enumerate(micro):
                 sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
                 with sync, accelerator.autocast():
-                    loss = loss_sum(model(x[part]), y[part], m[part]) * world / counted
+                    loss = loss_sum(model, x[part], y[part], m[part]) * world / counted
                     accelerator.backward(loss)
                 loss_total += loss.detach().double() / world
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), run.optim.grad_clip or float("inf"))
-            loss_value = float(accelerator.reduce(loss_total, reduction="sum"))
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"non-finite loss ({loss_value}) at step {step}")
+            first_bad = torch.where(torch.isfinite(loss_total), first_bad, first_bad.clamp(max=step))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            periodic = run.train.checkpoint_every and step % run.train.checkpoint_every == 0
+            check = (step % run.train.log_every == 0 or step == total or step in eval_at or periodic
+                     or step in checkpointed)
+            if check:  # the first step with a non-finite loss on any rank; the loss summed over ranks
+                bad = int(accelerator.gather(first_bad[None]).min())
+                if bad < total:
+                    found, step = step, bad  # what was trained after step ``bad`` is void
+                    raise NonFiniteLoss(f"non-finite loss at step {bad} (found at the check after step {found})")
+                loss_value = float(accelerator.reduce(loss_total, reduction="sum"))
             wall += time.perf_counter() - t0
-            progress.update(loss_value, schedule.phase_at(step - 1))
+            if check:
+                progress.update(loss_value, schedule.phase_at(step - 1), steps=step - last_check)
+                last_check = step
             if step % run.train.log_every == 0 or step == total:
-                rec.append("train.jsonl", [{"step": step, "tokens": step * tps, "phase": schedule.phase_at(step - 1),
-                                            "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                                            "tok_per_s": progress.tokens_per_s()}])
+                row = {"step": step, "tokens": step * tps, "phase": schedule.phase_at(step - 1), "loss": loss_value,
+                       "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": progress.tokens_per_s()}
+                rec.append(rundir.TRAIN_LOG_JSONL, [row])
+                track.train(row)
             if step in eval_at:
                 evaluate(step, eval_at[step])
                 summary("running")
                 rec.status("running", step)
-            periodic = run.train.checkpoint_every and step % run.train.checkpoint_every == 0
-            if periodic or step in pinned:
+            if periodic or step in checkpointed:
                 save()
-            if interrupt is not None and _any_rank(accelerator, interrupt.requested()):
-                if not (periodic or step in pinned):
+            if interrupt is not None and check and _any_rank(accelerator, interrupt.requested()):
+                if not (periodic or step in checkpointed):
                     save()
+                writer.wait()
                 rec.status("requeued", step, "stopped by a preemption/timeout signal; resumes from this step")
                 stopped = True
                 break
+        writer.wait()
     except NonFiniteLoss as err:
-        reason = (f"{err}. Fix: lower optim.lr, lengthen optim.warmup or use train.precision=fp32; "
-                  "metrics up to this step are kept")
-        rec.status("failed", step, reason)
-        summary("failed", reason)
+        failed(f"{err}. Fix: lower optim.lr, lengthen optim.warmup or use train.precision=fp32; "
+               "metrics up to this step are kept")
         raise
     except BaseException as err:
-        reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        rec.status("failed", step, reason + "; rerunning the same command resumes from the last checkpoint")
-        summary("failed", reason)
+        failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
+               + "; rerunning the same command resumes from the last checkpoint")
         raise
     finally:
-        progress.close()
+        writer.wait(raise_error=False)
+        if progress is not None:
+            progress.close()
+        if track is not None:
+            track.close(sys.exc_info()[1])
     if stopped:
         out = summary("requeued")
         interrupt.checkpointed()  # hands over to the scheduler (submitit requeues the job and exits)
@@ -204,6 +265,21 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
     out = summary("done")
     rec.status("done", step)
     return out
+
+
+@contextlib.contextmanager
+def _hold(run_dir, accelerator: Accelerator, wait: bool):
+    """Rank 0 holds the run directory for the block; if it cannot, every rank raises ``rundir.RunLocked``."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if accelerator.is_main_process:
+            try:
+                held.enter_context(rundir.hold(run_dir, wait))
+            except rundir.RunLocked as err:
+                refused = err
+        if _any_rank(accelerator, refused is not None):
+            raise refused or rundir.RunLocked(f"run directory {run_dir} is held by another process (see rank 0)")
+        yield
 
 
 def _adamw(model: torch.nn.Module, run: RunConfig, fused: bool) -> torch.optim.Optimizer:

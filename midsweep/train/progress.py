@@ -15,11 +15,12 @@ class Progress:
     def tokens_per_s(self) -> float:
         return self.steps * self.tps / max(time.perf_counter() - self.t0, 1e-9)
 
-    def update(self, loss: float, phase: str) -> None:
-        self.steps += 1
+    def update(self, loss: float, phase: str, steps: int = 1) -> None:
+        """``steps`` more steps done, the last one with ``loss``."""
+        self.steps += steps
         if self.bar is not None:
             self.bar.set_postfix_str(f"{phase} loss {loss:.3f} {self.tokens_per_s():,.0f} tok/s", refresh=False)
-            self.bar.update(1)
+            self.bar.update(steps)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -1,45 +1,12 @@
-"""The results contract (docs/results.md): the one writer of a run directory's result files."""
+"""The engine's side of the results contract (docs/results.md): what one run records, when. The files, their
+names and how they are written belong to ``midsweep.rundir``."""
 from __future__ import annotations
 
-import json
-import os
 import socket
-import tempfile
-import time
 from pathlib import Path
+from typing import Optional
 
-CONTRACT = 1
-STATUSES = ("running", "done", "failed", "requeued")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def read_status(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / "status.json")
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / "summary.json")
+from midsweep import rundir
 
 
 class RunRecorder:
@@ -47,53 +14,47 @@ class RunRecorder:
 
     def __init__(self, run_dir: Path, enabled: bool):
         self.dir, self.enabled = Path(run_dir), enabled
+        self.progress: dict = {}
+        """The loop's last progress report (total_steps, tok_per_s, eta_s), repeated in every status.json."""
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
 
-    def status(self, status: str, step: int, reason: str | None = None) -> None:
-        assert status in STATUSES, status
+    def status(self, status: str, step: int, reason: Optional[str] = None) -> None:
+        assert status in rundir.STATUSES, status
         if not self.enabled:
             return
-        atomic_write_json(self.dir / "status.json", {
-            "contract": CONTRACT, "status": status, "step": step, "reason": reason,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": socket.gethostname(),
-            "slurm_job_id": _slurm_job_id(), "log": str(self.dir / "train.log")})
+        rundir.atomic_write_json(self.dir / rundir.STATUS, {
+            "contract": rundir.CONTRACT, "status": status, "step": step, "reason": reason,
+            "updated": rundir.utc_now(), "host": socket.gethostname(), "slurm_job_id": rundir.slurm_job_id(),
+            "log": str((self.dir / rundir.TRAIN_LOG).absolute()), **self.progress})
+
+    def heartbeat(self, step: int, **progress) -> None:
+        """Status ``running`` at ``step`` with the loop's progress (total_steps, tok_per_s, eta_s as of now)."""
+        self.progress = progress
+        self.status("running", step)
 
     def config(self, yaml_text: str) -> None:
         if self.enabled:
-            atomic_write_text(self.dir / "config.yaml", yaml_text)
+            rundir.atomic_write_text(self.dir / rundir.CONFIG, yaml_text)
 
     def append(self, name: str, rows: list[dict]) -> None:
-        """Append rows to ``metrics.jsonl`` or ``train.jsonl`` (one JSON object per line)."""
+        """Append rows to ``rundir.METRICS`` (one per evaluated (step, domain, event)) or ``rundir.TRAIN_LOG_JSONL``."""
         if self.enabled and rows:
-            with open(self.dir / name, "a") as f:
-                f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-                f.flush()
-                os.fsync(f.fileno())
+            rundir.append_jsonl(self.dir / name, rows)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop rows written after ``step``: a resumed run rewrites them exactly."""
-        if not self.enabled:
-            return
-        for name in ("metrics.jsonl", "train.jsonl"):
-            path = self.dir / name
-            if path.exists():
-                keep = []
-                for line in path.read_text().splitlines():
-                    try:
-                        if json.loads(line)["step"] <= step:
-                            keep.append(line + "\n")
-                    except (json.JSONDecodeError, KeyError):
-                        pass  # a line cut short by a kill
-                atomic_write_text(path, "".join(keep))
+    def rewind(self, step: Optional[int]) -> None:
+        """Restart the records at checkpoint ``step`` (None: from scratch): rows after it are dropped, since the
+        run writes them again, and so is a line torn by a kill."""
+        if self.enabled:
+            for name in (rundir.METRICS, rundir.TRAIN_LOG_JSONL):
+                rundir.rewind_jsonl(self.dir / name, step)
 
     def read_metrics(self) -> list[dict]:
-        path = self.dir / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return rundir.read_jsonl(self.dir / rundir.METRICS)
 
     def summary(self, summary: dict) -> None:
         if self.enabled:
-            atomic_write_json(self.dir / "summary.json", {"contract": CONTRACT, **summary})
+            rundir.atomic_write_json(self.dir / rundir.SUMMARY, {"contract": rundir.CONTRACT, **summary})
 
 
 def losses_by_event(metrics: list[dict]) -> tuple[dict, dict]:
@@ -107,10 +68,3 @@ def losses_by_event(metrics: list[dict]) -> tuple[dict, dict]:
         if r["event"] in ("phase_end", "final"):
             phase_end.setdefault(r["phase"], {})[r["domain"]] = r["loss"]
     return final, phase_end
-
-
-def _slurm_job_id() -> str | None:
-    job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if job:
-        return f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
-    return os.environ.get("SLURM_JOB_ID")

@@ -1,0 +1,78 @@
+"""Masked next-token cross-entropy straight from the final hidden states and the output matrix, by token chunks.
+
+The plain path (logits = head(h); cross_entropy(logits.float())) holds the logits in the compute dtype, their
+fp32 copy and the softmax cross_entropy saves for backward: at 32 x 2048 tokens and a 50304 vocabulary each
+fp32 copy is 13 GB. Here each chunk of tokens computes its logits, its loss and, when a gradient is wanted,
+its gradients with respect to the hidden states and the output matrix at once, then frees the logits: the
+head never holds more than one chunk's logits, and backward only scales the stored gradients (no recompute).
+"""
+from __future__ import annotations
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 25
+"""Logits per chunk (tokens x vocabulary): 128 MiB in fp32. Large enough that each chunk's matmuls keep a GPU
+busy (1334 tokens at a 50304 vocabulary), small enough that the head's memory no longer grows with the batch."""
+
+
+def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                             mask: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """``sum_i mask_i * cross_entropy(hidden_i @ weight.T, targets_i)`` as an fp32 scalar, differentiable in
+    ``hidden`` and ``weight``.
+
+    hidden [N, D], weight [V, D] (one row per class: pass only the real vocabulary rows), targets [N] (int),
+    mask [N] (float weights, 0 for tokens that do not count). Equal to the plain
+    ``(F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none") * mask).sum()`` up to float
+    rounding: under autocast the matmuls run in the autocast dtype as nn.Linear's would, the softmax in fp32.
+    """
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    chunk = max(1, chunk_elements // weight.shape[0])
+    mask = mask.to(torch.float32)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, targets, mask, dtype, chunk)
+    return _chunks(hidden, weight, targets, mask, dtype, chunk, False, False)[0]
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, mask, dtype, chunk):
+        want_h, want_w = ctx.needs_input_grad[:2]
+        total, grad_h, grad_w = _chunks(hidden, weight, targets, mask, dtype, chunk, want_h, want_w)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.dtypes = hidden.dtype, weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        out_h = (grad_h * grad_total).to(h_dtype) if grad_h is not None else None
+        out_w = (grad_w * grad_total).to(w_dtype) if grad_w is not None else None
+        return out_h, out_w, None, None, None, None
+
+
+def _chunks(hidden, weight, targets, mask, dtype, chunk, want_h, want_w):
+    """(loss sum, d sum / d hidden or None, d sum / d weight or None), gradients in fp32."""
+    with torch.autocast(hidden.device.type, enabled=False):  # dtypes are chosen explicitly below
+        w = weight.detach().to(dtype)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
+        for start in range(0, hidden.shape[0], chunk):
+            part = slice(start, start + chunk)
+            h, y, m = hidden[part].detach().to(dtype), targets[part], mask[part]
+            logits = (h @ w.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += ((lse - logits.gather(1, y[:, None]).squeeze(1)) * m).sum()
+            if not (want_h or want_w):
+                continue
+            # d loss_i / d logits_i = (softmax_i - onehot(y_i)) * m_i, computed in place of the logits
+            g = logits.sub_(lse[:, None]).exp_()
+            g[torch.arange(g.shape[0], device=g.device), y] -= 1.0
+            g = g.mul_(m[:, None]).to(dtype)
+            if want_h:
+                grad_h[part] = g @ w
+            if want_w:
+                grad_w += (g.T @ h).float()
+    return total, grad_h, grad_w

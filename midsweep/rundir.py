@@ -1,0 +1,250 @@
+"""The run directory (docs/results.md): its file names, the results-contract version, and every reader and writer
+of its files. Torch-free (stdlib + filelock), so the launcher, ``midsweep status`` and the analysis read run
+directories exactly as the engine writes them.
+
+A sweep directory (``train.out_dir``) holds one run directory per run, named by the run id. Files are replaced
+atomically (a temporary file renamed over the old one) with the permissions the umask gives a new file; jsonl
+files are appended to, and a line torn by a kill is dropped when read.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Optional
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
+
+CONTRACT = 2
+"""Version of the results contract (docs/results.md), in status.json and summary.json."""
+
+CONFIG = "config.yaml"
+STATUS = "status.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+TRAIN_LOG_JSONL = "train.jsonl"
+TRAIN_LOG = "train.log"
+DOWNSTREAM = "downstream.jsonl"
+"""lm-evaluation-harness results (``midsweep evaluate``): one row per step, task and metric (midsweep.downstream)."""
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+"""Marker file written last into a checkpoint directory: only checkpoints that have it count."""
+LOCK = "run.lock"
+"""Locked (filelock) by the process training the run, for the run's life."""
+LOCK_HOLDER = "run.lock.json"
+"""Who holds LOCK: host, pid, since, SLURM job (removed when the lock is released)."""
+
+STATUSES = ("running", "done", "failed", "requeued")
+HEARTBEAT_S = 30
+"""A training run rewrites status.json (``updated``, ``step``, ``tok_per_s``, ``eta_s``) at its train.log_every
+rows, at most once per HEARTBEAT_S seconds, and at every evaluation and change of status."""
+STALE_AFTER_S = 900
+"""``midsweep status`` flags a running run whose status.json is older than this: 15 minutes, far more than a
+heartbeat, an evaluation or a checkpoint take, so its process is likely dead (SIGKILL, lost node) or hung."""
+RUN_ID = re.compile(r"^[0-9a-f]{12}$")
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+# ---- writing
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, binary: bool = False) -> Iterator[IO]:
+    """A file to write ``path``'s new content into; on a clean exit it replaces ``path`` in one rename.
+
+    The temporary file is created with mode 0666 less the umask (as ``open`` would), not mkstemp's 0600, so a
+    teammate can read the results; a failure inside the block leaves ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Append one JSON object per line, flushed to disk."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rewind_jsonl(path: Path, keep_through: Optional[int]) -> None:
+    """Keep the rows of ``path`` with ``step <= keep_through`` (none when it is None) and rewrite it, so that a
+    restart appends after them: rows stay unique. A torn or unreadable line (a kill mid-write) is dropped."""
+    path = Path(path)
+    if not path.exists():
+        return
+    rows, bad = _parse_jsonl(path.read_text(encoding="utf-8"))
+    if bad:
+        log.warning("%s: dropped %d unreadable line(s) (a write cut short by a kill)", path, bad)
+    keep = [r for r in rows if keep_through is not None and r.get("step", 0) <= keep_through]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---- reading
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """The JSON object in ``path``, or None when it is missing or not a JSON object (files are replaced
+    atomically, so unreadable means corrupt, which callers report like a missing file). PermissionError is
+    raised: the file is there, and pretending otherwise would hide it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_status(run_dir: Path) -> Optional[dict]:
+    return read_json(Path(run_dir) / STATUS)
+
+
+def read_summary(run_dir: Path) -> Optional[dict]:
+    return read_json(Path(run_dir) / SUMMARY)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a jsonl file ([] when missing); a torn last line (a kill mid-append) is dropped, an
+    unreadable line before the last raises ValueError naming the file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{i + 1}: not a JSON object: {line[:80]!r}") from None
+    return rows
+
+
+def _parse_jsonl(text: str) -> tuple[list[dict], int]:
+    rows, bad = [], 0
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    """The run directories of a sweep directory (named by 12-hex-character run ids), sorted."""
+    root = Path(sweep_dir)
+    return sorted(p for p in root.iterdir() if p.is_dir() and RUN_ID.match(p.name)) if root.is_dir() else []
+
+
+# ---- checkpoints (their content is midsweep.train.checkpoint's)
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    """``checkpoints/step_00000120``: the state after 120 optimizer steps."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
+
+
+def complete_steps(run_dir: Path) -> list[int]:
+    """Steps of the checkpoints that have their COMPLETE marker, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in root.iterdir()
+                  if (m := _STEP_DIR.match(p.name)) and (p / COMPLETE).exists())
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[int]:
+    steps = complete_steps(run_dir)
+    return steps[-1] if steps else None
+
+
+# ---- the run lock
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run directory."""
+
+
+def slurm_job_id() -> Optional[str]:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:
+        return f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def lock_holder(run_dir: Path) -> str:
+    """Who holds the run directory's lock, in words (from LOCK_HOLDER)."""
+    h = read_json(Path(run_dir) / LOCK_HOLDER)
+    if not h:
+        return "another process (its host and pid are not recorded yet)"
+    job = f", SLURM job {h['slurm_job_id']}" if h.get("slurm_job_id") else ""
+    return f"pid {h.get('pid')} on host {h.get('host')}{job}, since {h.get('since')}"
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the run directory's lock for the block: one process trains a run at a time.
+
+    Without ``wait``, a run directory locked by another process raises RunLocked naming its holder; with it,
+    this waits until the holder ends. The lock is the operating system's (flock, or filelock's lock-file
+    fallback where the file system has none): a killed holder releases it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise RunLocked(
+                f"run directory {run_dir} is being trained by {lock_holder(run_dir)}. Fix: let that process finish "
+                "(rerun afterwards to resume or skip it), stop it, or pass train.wait_for_lock=true to wait for "
+                "it") from None
+        log.warning("waiting for run directory %s, held by %s", run_dir, lock_holder(run_dir))
+        lock.acquire()
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now(), "slurm_job_id": slurm_job_id()}
+    try:
+        atomic_write_json(run_dir / LOCK_HOLDER, me)
+        yield
+    finally:
+        if read_json(run_dir / LOCK_HOLDER) == me:
+            with contextlib.suppress(OSError):
+                os.unlink(run_dir / LOCK_HOLDER)
+        lock.release()

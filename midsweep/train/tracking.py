@@ -1,0 +1,164 @@
+"""Where a run reports its progress besides its result files: a line in the job log per ``train.log_every``
+steps, the heartbeat in status.json, and the experiment tracker of the ``logger`` group.
+
+Trackers are accelerate's (``accelerate.tracking``), started on rank 0 only. Every row goes to the tracker at
+its optimizer step, with ``tokens`` alongside: W&B plots ``train/*`` and ``eval/*`` against tokens by default
+(``define_metric``), TensorBoard gets a second event directory ``tokens/`` whose step is the token count, and
+the other trackers log ``tokens`` as a metric.
+
+A resumed run sends only steps after its checkpoint, so no row is sent twice: TensorBoard hides the events a
+killed attempt wrote after the checkpoint (``purge_step``); the W&B run id is the midsweep run id with
+``resume="allow"``, so a requeued run continues the same W&B run, and steps W&B already holds (logged by a
+killed attempt after its last checkpoint) are not sent again. A tracker that holds nothing of the run yet (a
+run forked from a shared prefix, or a run whose tracker was switched on when it resumed) first gets the rows the
+run's records hold up to its resume step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from midsweep import rundir
+from midsweep.config import RunConfig
+from midsweep.train.results import RunRecorder
+
+log = logging.getLogger(__name__)
+
+TENSORBOARD_DIR = "tensorboard"
+"""TensorBoard event files of a run: ``<run_dir>/tensorboard/steps`` and ``.../tokens``."""
+WANDB_DIR = "wandb"
+"""W&B's files of a run (``<run_dir>/wandb/offline-run-*`` in offline mode)."""
+_TRAIN_KEYS = ("loss", "lr", "grad_norm", "tok_per_s")
+
+
+class Tracking:
+    """Progress reporting of one run; a no-op on ranks other than 0 (``rec.enabled``)."""
+
+    def __init__(self, run: RunConfig, rec: RunRecorder, resumed: Optional[int], total: int):
+        self.rec, self.total, self.tps = rec, total, run.tokens_per_step
+        self.resumed = -1 if resumed is None else resumed
+        """The checkpoint step this attempt resumes from: the loop makes no rows at or before it."""
+        self.held = -1
+        """The tracker holds this run's rows through this step already (W&B, after a kill past a checkpoint)."""
+        self.beat = 0.0
+        self.trackers: list = []  # (tracker, x axis: "step" or "tokens")
+        if rec.enabled and run.logger.backend != "none":
+            self._start(run)
+
+    # ---- the loop's hooks
+
+    def train(self, row: dict) -> None:
+        """A train.jsonl row (step, tokens, phase, loss, lr, grad_norm, tok_per_s): log line, heartbeat, tracker."""
+        if not self.rec.enabled:
+            return
+        step, rate = row["step"], row["tok_per_s"]
+        eta = (self.total - step) * self.tps / rate if rate > 0 else None
+        log.info("step %d/%d (%.0f%%) %s loss %.4f lr %.3g grad_norm %.3g | %s tok/s ETA %s", step, self.total,
+                 100 * step / self.total, row["phase"], row["loss"], row["lr"], row["grad_norm"], f"{rate:,.0f}",
+                 _duration(eta))
+        now = time.monotonic()
+        if now - self.beat >= rundir.HEARTBEAT_S or step == self.total:
+            self.beat = now
+            self.rec.heartbeat(step, total_steps=self.total, tok_per_s=round(rate, 1),
+                               eta_s=None if eta is None else round(eta, 1))
+        self._send(step, {f"train/{k}": row[k] for k in _TRAIN_KEYS})
+
+    def evaluate(self, rows: list[dict]) -> None:
+        """The metrics.jsonl rows of one evaluation (one per domain)."""
+        if rows and self.trackers:
+            self._send(rows[0]["step"], {f"eval/{r['domain']}/loss": r["loss"] for r in rows})
+
+    def close(self, error: Optional[BaseException] = None) -> None:
+        """Finish the tracker runs (W&B marks the run failed when ``error``)."""
+        for tracker, _ in self.trackers:
+            try:
+                if tracker.name == "wandb":
+                    tracker.tracker.finish(exit_code=1 if error is not None else 0)
+                else:
+                    tracker.finish()
+            except Exception:  # a tracker failing to close must not hide the run's own outcome
+                log.exception("could not close the %s tracker", tracker.name)
+        self.trackers = []
+
+    # ---- trackers
+
+    def _start(self, run: RunConfig) -> None:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS  # lazy: only runs that track need it
+
+        cfg, run_dir, run_id = run.logger, run.run_dir().absolute(), run.run_id()
+        name, kwargs = cfg.backend, dict(cfg.init_kwargs)
+        cls = LOGGER_TYPE_TO_CLASS[name]
+        fresh = self.resumed < 0  # whether the tracker holds nothing of this run yet
+        if name == "tensorboard":
+            tb = run_dir / TENSORBOARD_DIR
+            fresh = not any((tb / "steps").glob("events.out.tfevents.*"))
+            # purge_step: hide the events a killed attempt wrote after the checkpoint this attempt resumes from
+            steps = cls("steps", tb, purge_step=self.resumed + 1, **kwargs)
+            tokens = cls("tokens", tb, purge_step=(self.resumed + 1) * self.tps, **kwargs)
+            self.trackers = [(steps, "step"), (tokens, "tokens")]
+        elif name == "wandb":
+            earlier = list((run_dir / WANDB_DIR).glob(f"offline-run-*-{run_id}"))
+            init = {"id": run_id, "resume": "allow", "name": run_id, "group": Path(run.train.out_dir).name,
+                    "job_type": run.name, "dir": str(run_dir), "entity": cfg.entity, "mode": cfg.mode,
+                    "tags": list(cfg.tags) or None, "config": dataclasses.asdict(run)}
+            (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
+            self.trackers = [(cls(cfg.project, **(init | kwargs)), "step")]
+        else:
+            init = {"logging_dir": str(run_dir / name)} if cls.requires_logging_directory else {}
+            self.trackers = [(cls(cfg.project, **init, **kwargs), "step")]
+        for tracker, _ in self.trackers:
+            try:
+                tracker.start()
+            except Exception as err:
+                fix = ("run `wandb login`, or log offline (logger.mode=offline, then `wandb sync`)" if name == "wandb"
+                       else "check the logger.* settings")
+                raise RuntimeError(f"could not start the {name} tracker. Fix: {fix}, or use logger=none "
+                                   f"({type(err).__name__}: {err})") from err
+        if name == "wandb":
+            wb = self.trackers[0][0].tracker
+            wb.define_metric("tokens")
+            for group in ("train/*", "eval/*"):
+                wb.define_metric(group, step_metric="tokens")
+            # Online, W&B knows the last step it holds (a killed attempt may have logged past its checkpoint);
+            # offline, an earlier attempt of this run left its files here.
+            fresh = wb.starting_step == 0 if not wb.offline else not earlier
+            self.held = wb.starting_step - 1
+        if fresh:
+            hparams = {"run_id": run_id, "experiment": run.name, **{k: _scalar(v) for k, v in run.coords().items()}}
+            self.trackers[0][0].store_init_configuration(hparams)
+            self._replay(run_dir)
+        log.info("tracking with %s (run %s)", name, run_id)
+
+    def _replay(self, run_dir: Path) -> None:
+        """Send the rows this run's records hold up to its resume step: a fork's rows from its parent's prefix,
+        or an earlier attempt's when the tracker was switched on only now."""
+        rows: dict[int, dict] = {}
+        for r in rundir.read_jsonl(run_dir / rundir.TRAIN_LOG_JSONL):
+            rows.setdefault(r["step"], {}).update({f"train/{k}": r[k] for k in _TRAIN_KEYS if k in r})
+        for r in rundir.read_jsonl(run_dir / rundir.METRICS):
+            rows.setdefault(r["step"], {})[f"eval/{r['domain']}/loss"] = r["loss"]
+        for step in sorted(s for s in rows if s <= self.resumed):
+            self._send(step, rows[step])
+
+    def _send(self, step: int, values: dict) -> None:
+        if step <= self.held:
+            return
+        tokens = step * self.tps
+        for tracker, axis in self.trackers:
+            if axis == "step":
+                tracker.log({**values, "tokens": tokens}, step=step)
+            else:
+                tracker.log(values, step=tokens)
+
+
+def _scalar(value):
+    """A config value as a tracker hyperparameter (bool, int, float or str)."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def _duration(seconds: Optional[float]) -> str:
+    return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))

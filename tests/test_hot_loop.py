@@ -1,0 +1,89 @@
+"""The training loop's hot path: it waits for the device only at checks (log steps, evaluations, checkpoints),
+yet a non-finite loss is still caught at its own step and a preemption signal still ends in a complete
+checkpoint; checkpoints are written in the background from a snapshot."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from midsweep import rundir
+from midsweep.train import checkpoint
+from midsweep.train.async_save import CheckpointWriter
+from runner import REPO, train_cli
+
+NAN = ("experiment=nano_test", "optim.lr=1e30", "optim.warmup=0", "optim.grad_clip=0")
+
+
+def only_run(sweep):
+    (run,) = rundir.run_dirs(sweep)
+    return run
+
+
+def test_a_non_finite_loss_between_checks_is_recorded_at_its_own_step(tmp_path):
+    train_cli(*NAN, "train.log_every=1", f"train.out_dir={tmp_path / 'every'}", check=False)
+    proc = train_cli(*NAN, "train.log_every=5", f"train.out_dir={tmp_path / 'five'}", check=False)
+    assert proc.returncode != 0
+    every, five = (rundir.read_status(only_run(tmp_path / d)) for d in ("every", "five"))
+    bad = every["step"]
+    assert five["status"] == "failed" and five["step"] == bad  # not the step of the check that found it
+    assert f"non-finite loss at step {bad}" in five["reason"] and "found at the check after step 5" in five["reason"]
+    run = only_run(tmp_path / "five")
+    assert all(r["step"] <= bad for r in rundir.read_jsonl(run / rundir.TRAIN_LOG_JSONL))
+    assert all(s <= bad for s in rundir.complete_steps(run))  # nothing trained past the bad step is kept
+
+
+LONG = ("experiment=nano_test", "train.tokens=30720", "eval.every_tokens=15360", "train.checkpoint_every=0")
+
+
+@pytest.mark.slow
+def test_usr2_stops_at_a_check_with_a_complete_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    train_cli(*LONG, f"train.out_dir={tmp_path / 'ref'}")
+    sweep = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *LONG, f"train.out_dir={sweep}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(sweep.glob(f"*/{rundir.TRAIN_LOG_JSONL}")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGUSR2)
+    assert proc.wait(timeout=300) == 75  # preemption.EXIT_INTERRUPTED: saved, requeue me
+    run = only_run(sweep)
+    status = rundir.read_status(run)
+    at = status["step"]
+    assert status["status"] == "requeued" and 0 < at < 60 and at % 5 == 0  # log_every=5: stops at a check
+    assert rundir.complete_steps(run)[-1] == at
+    train_cli(*LONG, f"train.out_dir={sweep}")
+    ref = only_run(tmp_path / "ref")
+    assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(ref / rundir.METRICS)
+
+
+def test_background_checkpoint_is_a_snapshot_and_complete_after_wait(tmp_path):
+    model = {"w": torch.arange(6.0)}
+    optim = {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    writer = CheckpointWriter()
+    published = []
+    writer.save(tmp_path, 7, model, optim, {"step": 7, "counts": {"a": 1}}, keep_last=1, pinned=set(),
+                then=lambda: published.append(rundir.complete_steps(tmp_path)))
+    model["w"].add_(100.0)  # training goes on while the write is in flight
+    optim["state"][0]["exp_avg"].mul_(0.0)
+    writer.wait()
+    assert published == [[7]]  # ``then`` runs once the checkpoint is complete
+    saved = checkpoint.load(rundir.checkpoint_dir(tmp_path, 7))
+    assert torch.equal(saved["model"]["w"], torch.arange(6.0))
+    assert torch.equal(saved["optimizer"]["state"][0]["exp_avg"], torch.ones(3))
+    writer.save(tmp_path, 8, model, optim, {"step": 8}, keep_last=1, pinned=set())
+    writer.wait()
+    assert rundir.complete_steps(tmp_path) == [8]  # pruned after the newer one is complete
+
+
+def test_a_failed_background_write_is_raised_by_the_next_wait(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    writer = CheckpointWriter()
+    writer.save(blocker, 1, {"w": torch.ones(1)}, {}, {}, keep_last=1, pinned=set())
+    with pytest.raises(RuntimeError, match="writing a checkpoint failed"):
+        writer.wait()
+    writer.wait()  # reported once
