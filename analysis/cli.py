@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from analysis import columns as C
-from analysis import heatmaps, laws, proximity, studies, style, window
+from analysis import downstream, heatmaps, laws, proximity, studies, style, window
 from analysis.derived import add_metrics, without_baseline
 from analysis.load import SweepError, load_sweeps, save_tables
 from analysis.report import Section, write_report
@@ -133,6 +133,14 @@ def analyze(args: argparse.Namespace) -> dict:
                     f"{len(fit.data)} runs, {fit.level:.0%} {fit.method}s (estimate ± t × standard error).",
                     tables=[("Parameters", fit.table())]),
             laws.draw_law_fit(fit, f"({domain}, {size})", figs_dir, name, formats=args.formats))
+
+    scores = downstream.downstream_curves(runs, sweep.downstream, sweep.coords)
+    if len(scores):
+        table_file(scores, "downstream_curves")
+        add(Section("Downstream evaluation", "Scores of `midsweep evaluate` (lm-eval) on the runs' checkpoints "
+                    "against training tokens; one line per setting of the coordinates that vary among the "
+                    "evaluated runs, seed mean ± std.", tables=[("Scores", scores)]),
+            downstream.draw_downstream(scores, figs_dir, formats=args.formats))
 
     if args.corpus:
         corpora = dict(c.split("=", 1) for c in args.corpus)

@@ -25,7 +25,8 @@ from midsweep import rundir
 CONTRACT_VERSION = rundir.CONTRACT
 """The results-contract version this reader understands (``"contract"`` in summary.json/status.json)."""
 
-RUN_FILES = (rundir.SUMMARY, rundir.STATUS, rundir.METRICS)
+RUN_FILES = (rundir.SUMMARY, rundir.STATUS, rundir.METRICS, rundir.DOWNSTREAM)
+DOWNSTREAM_FIELDS = ("step", "tokens", "task", "metric", "filter", "value", "stderr", "num_fewshot")
 CURVE_FIELDS = ("step", "tokens", "phase", "domain", "loss", "lr", "event")
 SUMMARY_FIELDS = ("steps", "tokens", "flops", "wall_time_s", "params")
 # When one run id appears in several sweeps, keep the copy that got furthest.
@@ -46,6 +47,9 @@ class Sweep:
     """One row per (run, evaluation point, domain): run_id, sweep, step, tokens, phase, domain, loss, lr, event."""
     coords: list[str]
     """The coordinate columns of ``runs`` (config keys the studies vary)."""
+    downstream: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per (run, step, task, metric) of ``midsweep evaluate`` (downstream.jsonl): run_id, sweep, step,
+    tokens, task, metric, filter, value, stderr, num_fewshot. Empty when no run was evaluated."""
     problems: list[str] = field(default_factory=list)
     """Files that could not be read, duplicates dropped while merging: shown in the report."""
 
@@ -88,9 +92,11 @@ def load_sweeps(dirs, threads: int = 8) -> Sweep:
         if col not in runs:
             runs[col] = None
         runs[col] = _tidy(runs[col])
-    curves = _curves_table([c for _, c in keyed], set(zip(runs[C.SWEEP], runs[C.RUN_ID])))
+    kept = set(zip(runs[C.SWEEP], runs[C.RUN_ID]))
+    curves = _curves_table([c for _, c in keyed], kept)
+    downstream = _downstream_table([c for _, c in keyed], kept)
     runs = runs[_column_order(runs.columns, coords)].reset_index(drop=True)
-    return Sweep(runs=runs, curves=curves, coords=coords, problems=problems)
+    return Sweep(runs=runs, curves=curves, coords=coords, problems=problems, downstream=downstream)
 
 
 _KNOWN_COORDS = (C.KIND, C.DOMAIN, C.INTRODUCE_AT, C.INTRODUCE_TOKENS, C.WEIGHT, C.SEED, C.SIZE, C.LR,
@@ -167,7 +173,8 @@ def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | N
         row[C.final(domain)] = loss
     for key in SUMMARY_FIELDS:
         row[key] = summary.get(key)
-    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS]}
+    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS],
+                 "downstream": files[rundir.DOWNSTREAM]}
 
 
 def _coords_by_kind(keyed) -> dict:
@@ -266,6 +273,17 @@ def _curves_table(sources: list[dict], keep: set) -> pd.DataFrame:
     return curves
 
 
+def _downstream_table(sources: list[dict], keep: set) -> pd.DataFrame:
+    """Every downstream.jsonl row (few per run: parsed in Python), tagged with its run."""
+    rows = [{C.RUN_ID: src[C.RUN_ID], C.SWEEP: src[C.SWEEP], **{k: r.get(k) for k in DOWNSTREAM_FIELDS}}
+            for src in sources if src["downstream"] and (src[C.SWEEP], src[C.RUN_ID]) in keep
+            for r in _jsonl(src["downstream"])]
+    table = pd.DataFrame.from_records(rows, columns=[C.RUN_ID, C.SWEEP, *DOWNSTREAM_FIELDS])
+    for k in ("step", "tokens", "value", "stderr"):
+        table[k] = pd.to_numeric(table[k], errors="coerce")
+    return table
+
+
 def _jsonl(data: bytes) -> list[dict]:
     lines = [ln for ln in data.split(b"\n") if ln.strip()]
     try:  # one parse per file is several times faster than one per line
@@ -288,11 +306,13 @@ def _column_order(cols, coords: list[str]) -> list[str]:
 
 
 def save_tables(sweep: Sweep, out_dir) -> list[Path]:
-    """Write runs and curves as CSV and parquet; returns the paths written."""
+    """Write runs and curves (and downstream, where runs were evaluated) as CSV and parquet; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, df in (("runs", sweep.runs), ("curves", sweep.curves)):
+    tables = [("runs", sweep.runs), ("curves", sweep.curves)] + ([("downstream", sweep.downstream)]
+                                                                  if len(sweep.downstream) else [])
+    for name, df in tables:
         df.to_csv(out / f"{name}.csv", index=False)
         df.to_parquet(out / f"{name}.parquet", index=False)
         paths += [out / f"{name}.csv", out / f"{name}.parquet"]

@@ -1,13 +1,16 @@
 """midsweep evaluate: lm-evaluation-harness results become downstream.jsonl rows (step, tokens, task, metric,
 value) of the run, once per step and task. The lm-eval run itself needs the eval extra (skipped without it)."""
 import json
+import shutil
 
+import pandas as pd
 import pytest
 
 from runner import train_cli
 from midsweep import rundir
 from midsweep.downstream import ROW_KEYS, rows_from_results
 from midsweep.launch.cli import main as midsweep
+from analysis.cli import main as analyze
 
 # The parts of a real lm_eval.simple_evaluate result (lm-eval 0.4.13, a local multiple-choice task, limit=3)
 # that the rows come from, plus a group entry as lm-eval writes it ("N/A" standard error).
@@ -97,3 +100,28 @@ def test_evaluate_names_the_missing_step_and_the_extra(run_dir):
     except ImportError:
         with pytest.raises(SystemExit, match=r"pip install 'midsweep\[eval\]'"):
             midsweep(["evaluate", str(run_dir), "--tasks", "x"])
+
+
+@pytest.mark.slow
+def test_the_analysis_draws_downstream_scores_like_losses(run_dir, tmp_path):
+    """Rows as `midsweep evaluate` appends them to an engine-written run: the analysis tables them per step and
+    draws them; a changed score moves its point."""
+    sweep = tmp_path / "sweep"
+    run = shutil.copytree(run_dir, sweep / run_dir.name)
+    (run / rundir.DOWNSTREAM).unlink(missing_ok=True)
+
+    def scores(acc_at_10: float) -> pd.DataFrame:
+        result = json.loads(json.dumps(RESULT))
+        for step, tokens in ((5, 2560), (10, 5120)):
+            result["results"]["midsweep_code_choice"]["acc,none"] = 0.25 if step == 5 else acc_at_10
+            rundir.append_jsonl(run / rundir.DOWNSTREAM, rows_from_results(result, step, tokens, "code_group"))
+        assert analyze([str(sweep), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+        (run / rundir.DOWNSTREAM).unlink()
+        table = pd.read_csv(tmp_path / "out" / "downstream_curves.csv")
+        return table[(table["task"] == "midsweep_code_choice") & (table["metric"] == "acc")].set_index("step")
+
+    first = scores(0.5)
+    assert first["mean"].to_dict() == {5: 0.25, 10: 0.5} and first.loc[10, "tokens"] == 5120
+    assert (tmp_path / "out" / "figures" / "downstream.png").exists()
+    assert pd.read_csv(tmp_path / "out" / "downstream.csv")["task"].nunique() == 2  # the group entry too
+    assert scores(0.75).loc[10, "mean"] == 0.75
