@@ -85,11 +85,11 @@ class LRSchedule:
         o = run.optim
         self.optim, self.n = o, run.main_steps
         self.floor = o.lr * o.min_lr_ratio
-        starts = [b for b in mixture.boundaries() if b < self.n]
-        self.boundary = starts[0] if starts and o.boundary != "continue" else None
+        first = next((b for b in mixture.boundaries() if b < self.n), None)
+        self.boundary = first if o.boundary != "continue" else None
         # optim.horizon=boundary: the main schedule is complete by the boundary (a whole pretraining that does not
-        # depend on what follows the switch), else it spans all main steps
-        self.horizon = self.boundary if o.horizon == "boundary" and self.boundary else self.n
+        # depend on what follows the switch; after it, ``continue`` stays at the floor), else it spans all main steps
+        self.horizon = first if o.horizon == "boundary" and first else self.n
         self.warmup = int(round(o.warmup * self.horizon))
         self.post = run.posttrain if run.posttrain.enabled else None
         self.post_steps = run.posttrain_steps

@@ -172,8 +172,20 @@ def test_model_reuse_continuations_share_their_pretraining_with_horizon_boundary
     assert sum(p.steps(i) for i in range(3)) <= 40 + 20 + 60 + 160  # D1 once, each D2 once
 
 
-def test_horizon_boundary_needs_a_rewarm():
+def test_horizon_boundary_is_a_finished_pretraining_shared_by_the_rewarm_and_no_rewarm_arms():
+    """The re-warming study: every arm starts from the same complete pretraining (cosine to the floor by the
+    switch); no-rewarm then stays at the floor, re-warm climbs to its new peak. One trunk, trained once."""
     from midsweep.config import ConfigError
 
+    switch = dict(mixture__kind="continued", mixture__introduce_at=0.5, optim__horizon="boundary")
+    rewarm = sig(**switch, optim__boundary="rewarm", optim__rewarm_warmup=0.05)
+    stay = sig(**switch)
+    assert agreement(rewarm, stay) >= N // 2
+    floor = make_run().optim.lr * make_run().optim.min_lr_ratio
+    assert stay.lr[N // 2 - 1] == pytest.approx(floor, rel=0.05)  # the pretraining's cosine ends at the switch
+    assert all(lr == pytest.approx(floor) for lr in stay.lr[N // 2:N])  # no re-warm: the floor to the end
+    assert max(rewarm.lr[N // 2:N]) > 5 * floor
     with pytest.raises(ConfigError, match="optim.horizon"):
-        make_run(mixture__kind="continued", optim__horizon="boundary")
+        make_run(**switch, optim__boundary="cooldown")  # nothing left to cool down
+    with pytest.raises(ConfigError, match="optim.horizon"):
+        make_run(mixture__kind="none", optim__horizon="boundary")  # no switch to end the schedule at

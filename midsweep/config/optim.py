@@ -36,7 +36,8 @@ class OptimConfig:
     horizon: str = "end"
     """What the main schedule (its warmup, cosine or WSD decay) spans: ``end`` (all main training) or
     ``boundary`` (the steps before the mixture's phase boundary: a complete pretraining, whatever comes after
-    the switch; needs ``boundary=rewarm``, which then re-warms for the continuation). With ``boundary``, runs
+    the switch; then ``boundary=rewarm`` re-warms for the continuation and ``boundary=continue`` stays at the
+    floor LR, the no-rewarm control of a finished pretraining). With ``boundary``, runs
     that differ only after the switch, e.g. model reuse's continuation lengths, share their pretraining
     (docs/prefix.md); with ``end`` a longer continuation stretches the pretraining's cosine too."""
     weight_decay: float = 0.1
@@ -69,9 +70,9 @@ class OptimConfig:
                 f"rewarm_lr {self.rewarm_lr} is not positive", "use a positive LR or null")
         require(out, self.horizon in HORIZONS, f"{prefix}.horizon", f"unknown horizon {self.horizon!r}",
                 f"use one of {', '.join(HORIZONS)}")
-        require(out, self.horizon == "end" or self.boundary == "rewarm", f"{prefix}.horizon",
-                f"horizon=boundary ends the schedule at the phase boundary, but boundary={self.boundary!r} would "
-                "leave the rest of training at the floor LR", "use optim.boundary=rewarm (or horizon=end)")
+        require(out, self.horizon == "end" or self.boundary != "cooldown", f"{prefix}.horizon",
+                "horizon=boundary ends the schedule at the floor LR by the phase boundary: boundary=cooldown has "
+                "nothing left to cool down", "use optim.boundary=rewarm or continue (or horizon=end)")
         require(out, 0 <= self.rewarm_warmup < 1, f"{prefix}.rewarm_warmup", f"{self.rewarm_warmup} is outside [0, 1)",
                 "use a fraction such as 0.01")
         require(out, self.weight_decay >= 0, f"{prefix}.weight_decay", "negative weight decay", "use a value >= 0")

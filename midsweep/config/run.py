@@ -129,13 +129,17 @@ class RunConfig:
         if self.posttrain.enabled:
             require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({tps} tokens)",
                     f"use at least {tps} tokens")
-        if self.optim.boundary != "continue" and not out:
+        at_boundary = [k for k, v in (("optim.boundary", self.optim.boundary != "continue"),
+                                      ("optim.horizon", self.optim.horizon == "boundary")) if v]
+        if at_boundary and not out:
             n = self.main_steps
             starts = [s.start for s in self.mixture.segments(self.to_step, n)]
-            require(out, any(0 < s < n for s in starts), "optim.boundary",
-                    f"boundary={self.optim.boundary} acts where the mix changes, but mixture kind {self.mixture.kind} "
-                    + ("changes it at step 0" if starts else "never changes it"),
-                    "use optim.boundary=continue (e.g. optim=cosine), or a mixture that changes after step 0")
+            key = at_boundary[0]
+            require(out, any(0 < s < n for s in starts), key,
+                    f"{key.split('.')[1]}={getattr(self.optim, key.split('.')[1])} acts where the mix changes, but "
+                    f"mixture kind {self.mixture.kind} " + ("changes it at step 0" if starts else "never changes it"),
+                    f"use {key}={'continue' if key == 'optim.boundary' else 'end'} (e.g. optim=cosine), or a mixture "
+                    "that changes after step 0")
         return out
 
     def _start_problems(self) -> list[Problem]:
