@@ -11,11 +11,16 @@ GRID = ("experiment=nano_test", "train.tokens=10240", "eval.every_tokens=2560") 
 
 
 def times(job: str) -> tuple[str, str]:
-    """(start, end) of a job as sacct reports them (ISO, one-second resolution)."""
-    out = subprocess.run(["sacct", "-j", job, "-n", "-X", "-P", "-o", "Start,End"], capture_output=True,
-                         text=True).stdout.split()
-    start, end = out[0].split("|")
-    return start, end
+    """(start, end) of an ended job as sacct reports them (ISO, one-second resolution). slurmdbd records a job
+    a moment after it ends, so sacct is asked until it knows both; the newest record wins (ids restart with
+    a new cluster while the accounting database keeps the old records)."""
+    def known():
+        out = subprocess.run(["sacct", "-j", job, "-n", "-X", "-P", "-o", "Start,End"], capture_output=True,
+                             text=True).stdout.split()
+        rows = [line.split("|") for line in out if "|" in line]
+        return rows and "Unknown" not in rows[-1] and all(rows[-1]) and tuple(rows[-1])
+
+    return wait_for(known, 60, every=1, why=f"sacct to record job {job}")
 
 
 def test_forks_wait_for_the_trunk_job_and_equal_runs_trained_from_scratch(slurm_cluster, references, tmp_path):
