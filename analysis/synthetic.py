@@ -24,6 +24,7 @@ import yaml
 
 from analysis import columns as C
 from analysis.laws import reuse_law
+from midsweep import rundir
 
 # Templates made by engine_templates: name -> the overrides of its runs.
 TEMPLATE_RUNS = (
@@ -57,9 +58,9 @@ def engine_templates(out_dir, python: str = sys.executable, timeout: int = 900) 
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     found = {}
     # Oldest first, so that in a directory reused across engine versions the newest run of a name wins.
-    for run_dir in sorted((p for p in out.iterdir() if (p / "summary.json").exists()),
-                          key=lambda p: (p / "summary.json").stat().st_mtime):
-        summary = json.loads((run_dir / "summary.json").read_text())
+    for run_dir in sorted((p for p in out.iterdir() if (p / rundir.SUMMARY).exists()),
+                          key=lambda p: (p / rundir.SUMMARY).stat().st_mtime):
+        summary = rundir.read_summary(run_dir)
         if summary["status"] == C.DONE:
             found[template_name(summary["coords"])] = run_dir
     return found
@@ -68,10 +69,9 @@ def engine_templates(out_dir, python: str = sys.executable, timeout: int = 900) 
 @lru_cache(maxsize=64)
 def _template(template: str) -> dict:
     d = Path(template)
-    return {"summary": json.loads((d / "summary.json").read_text()),
-            "status": json.loads((d / "status.json").read_text()),
-            "config": yaml.load((d / "config.yaml").read_text(), Loader=_YAML_LOADER),
-            "metrics": [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]}
+    return {"summary": rundir.read_summary(d), "status": rundir.read_status(d),
+            "config": yaml.load((d / rundir.CONFIG).read_text(), Loader=_YAML_LOADER),
+            "metrics": rundir.read_jsonl(d / rundir.METRICS)}
 
 
 def run_id_of(coords: dict) -> str:
@@ -126,26 +126,26 @@ def clone_run(template, sweep_dir, coords: dict, final: dict, status: str = C.DO
     cfg = copy.deepcopy(t["config"])
     for key, value in coords.items():
         _set_config(cfg, key, value)
-    (run_dir / "config.yaml").write_text(yaml.dump(cfg, Dumper=_YAML_DUMPER, sort_keys=False))
-    (run_dir / "status.json").write_text(json.dumps(
-        {**t["status"], "status": status, "reason": reason, "step": step, "log": str(run_dir / "train.log")},
-        indent=1, sort_keys=True))
+    (run_dir / rundir.CONFIG).write_text(yaml.dump(cfg, Dumper=_YAML_DUMPER, sort_keys=False))
+    status_row = {**t["status"], "status": status, "reason": reason, "step": step,
+                  "log": str(run_dir / rundir.TRAIN_LOG)}
+    (run_dir / rundir.STATUS).write_text(json.dumps(status_row, indent=1, sort_keys=True))
     if not with_summary:
         return run_dir
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    (run_dir / rundir.METRICS).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     summary.update(run_id=run_id, status=status, reason=reason, steps=step,
                    final={r["domain"]: r["loss"] for r in rows if r["step"] == step},
                    phase_end={ph: {d: v + shift.get(d, 0.0) for d, v in losses.items()}
                               for ph, losses in summary["phase_end"].items()} if status == C.DONE else {})
     tps = t["summary"]["tokens"] // max(1, t["summary"]["steps"])
     summary["tokens"] = step * tps
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    (run_dir / rundir.SUMMARY).write_text(json.dumps(summary, indent=1, sort_keys=True))
     return run_dir
 
 
 def set_final(run_dir, **losses: float) -> None:
     """Change final losses in a run's summary.json (as a re-run with another result would)."""
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / rundir.SUMMARY
     summary = json.loads(path.read_text())
     summary["final"].update(losses)
     path.write_text(json.dumps(summary))
@@ -153,7 +153,7 @@ def set_final(run_dir, **losses: float) -> None:
 
 def set_status(run_dir, status: str, reason: str | None = None) -> None:
     """Change a run's status.json and summary.json status (e.g. make it a failed run)."""
-    for name in ("status.json", "summary.json"):
+    for name in (rundir.STATUS, rundir.SUMMARY):
         path = Path(run_dir) / name
         if path.exists():
             obj = json.loads(path.read_text())

@@ -218,8 +218,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             if check:  # the first step with a non-finite loss on any rank; the loss summed over ranks
                 bad = int(accelerator.gather(first_bad[None]).min())
                 if bad < total:
-                    found, step = step, bad  # what was trained after step ``bad`` is void
-                    raise NonFiniteLoss(f"non-finite loss at step {bad} (found at the check after step {found})")
+                    checked_at, step = step, bad  # what was trained after step ``bad`` is void
+                    raise NonFiniteLoss(f"non-finite loss at step {bad} (found at the check after step {checked_at})")
                 loss_value = float(accelerator.reduce(loss_total, reduction="sum"))
             wall += time.perf_counter() - t0
             if check:
