@@ -12,7 +12,8 @@ precision, compile flag and evaluation/checkpoint cadence are the ones measured.
 3. cadence: one evaluation of every domain (heldout_loss, after a warm-up) and one checkpoint (the loop's
    stall: copying the state to CPU; the write runs in a background thread) at the run's shape, each as a
    fraction of run time at the run's cadence (eval.every_tokens, train.checkpoint_every).
-4. model step: full training steps (forward, loss, backward, AdamW) on random tokens, variants timed
+4. model step: full training steps (forward, loss, backward, AdamW) on random tokens (compiled: the model and
+   the fused loss's chunks, as train.compile does), variants timed
    round-robin (a few steps each, repeatedly; median over rounds) so that other load hits all alike.
 Memory: peak allocated on CUDA; everywhere, the activations autograd saves for one forward (unique storages,
 parameters excluded), which is what the fused loss shrinks. On a CPU shared with other jobs read tok/cpu-s.
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 
 from midsweep import rundir
 from midsweep.model import build_model, count_params, flops_per_token
+from midsweep.model import loss as fused_loss
 from midsweep.train.batches import loss_sum
 from midsweep.train.loop import _native_bf16
 
@@ -154,12 +156,13 @@ def cadence_costs(run, vocab: int, device: str, precision: str) -> dict:
     forward = torch.compile(model) if run.train.compile else model
     x = torch.randint(0, vocab, (run.train.micro_batch, L), device=accelerator.device)
     with accelerator.autocast():
-        loss_sum(forward, x, x, torch.ones_like(x, dtype=torch.float32)).backward()
+        loss_sum(forward, x, x, torch.ones_like(x, dtype=torch.float32), run.train.compile).backward()
     optimizer.step()  # the optimizer state exists, as in a checkpoint of a real run
 
     def evaluate() -> None:
         for d in run.eval_domains():
-            heldout_loss(forward, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator)
+            heldout_loss(forward, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator,
+                         run.train.compile)
 
     evaluate()  # warm-up (compiles the evaluation graph)
     eval_s = statistics.median(_timed(evaluate, device) for _ in range(3))
@@ -192,7 +195,7 @@ class Variant:
     def __init__(self, backend: str, loss: str, compiled: bool, run, vocab: int, precision: str, args):
         torch.manual_seed(0)
         self.name = f"{backend}-{loss}-{'compiled' if compiled else 'eager'}"
-        self.device, self.bf16, self.fused = args.device, precision == "bf16", loss == "fused"
+        self.device, self.bf16, self.fused, self.compiled = args.device, precision == "bf16", loss == "fused", compiled
         self.model = build_model(replace(run.model, backend=backend), vocab).to(args.device)
         self.forward = torch.compile(self.model) if compiled else self.model
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
@@ -206,7 +209,8 @@ class Variant:
         x, y = self.tokens[:, :-1], self.tokens[:, 1:]
         with torch.autocast(self.device, dtype=torch.bfloat16) if self.bf16 else nullcontext():
             if self.fused:
-                return loss_sum(self.forward, x, y, torch.ones_like(y, dtype=torch.float32)) / y.numel()
+                ones = torch.ones_like(y, dtype=torch.float32)
+                return loss_sum(self.forward, x, y, ones, self.compiled) / y.numel()
             return F.cross_entropy(self.forward(x).float().flatten(0, 1), y.flatten())
 
     def step(self) -> None:
@@ -248,6 +252,8 @@ def main() -> None:
     ap.add_argument("--backends", default="builtin", help="model step: comma list of builtin,hf")
     ap.add_argument("--losses", default="fused,plain", help="model step: comma list of fused,plain")
     ap.add_argument("--modes", default="eager,compiled", help="model step: comma list of eager,compiled")
+    ap.add_argument("--chunk-elements", type=int, default=None,
+                    help="model step: logits per chunk of the fused loss (default midsweep.model.loss.CHUNK_ELEMENTS)")
     ap.add_argument("--model-steps", type=int, default=12, help="model step: timed steps per variant")
     ap.add_argument("--steps-per-round", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
@@ -255,6 +261,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.chunk_elements:
+        fused_loss.CHUNK_ELEMENTS = args.chunk_elements
     sections = set(args.sections.split(","))
 
     from midsweep.data import load_tokenizer
@@ -311,7 +319,8 @@ def main() -> None:
 
     if "model" in sections:
         vocab = args.vocab or run_vocab
-        print(f"\n== model step (vocab {vocab}; flops/token {flops_per_token(run.model, vocab) / 1e6:.1f} M)")
+        print(f"\n== model step (vocab {vocab}; flops/token {flops_per_token(run.model, vocab) / 1e6:.1f} M; fused "
+              f"loss chunks of {fused_loss.CHUNK_ELEMENTS // vocab} tokens, compiled with the model)")
         variants = []
         for backend in args.backends.split(","):
             for loss in args.losses.split(","):

@@ -54,7 +54,12 @@ def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
     assert summary["tokens"] == 20480 and summary["flops"] > 0 and summary["steps"] == 40
     init = {r["domain"]: r["loss"] for r in metrics if r["step"] == 0}
     assert summary["final"]["general"] < init["general"] - 0.5  # it learned
-    assert len(rows(run / "train.jsonl")) == 8
+    train_rows = rows(run / "train.jsonl")
+    assert len(train_rows) == 8
+    # tok_per_s is the rate of the training steps alone: the rows' windows add up to the steps' wall time
+    windows = zip([0] + [r["step"] for r in train_rows], train_rows)
+    assert sum((r["step"] - before) * 512 / r["tok_per_s"] for before, r in windows) == pytest.approx(
+        summary["wall_time_s"], rel=1e-6)
     # the newest and the pinned checkpoints (phase boundary, end) are kept, all loadable without pickle code
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "step_00000010" in ckpts and "step_00000040" in ckpts
@@ -162,3 +167,19 @@ def test_posttraining_phase_trains_on_the_target_with_prompts_masked(nano, tmp_p
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["phase_end"]) == {"pretrain", "midtrain", "posttrain"}
     assert summary["tokens_by_domain"]["target"] == 5120
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_as_the_eager_one_and_writes_the_same_checkpoints(reference, tmp_path):
+    """train.compile (train=gpu's default) compiles the model and the loss head: the same losses at every
+    evaluation to 1e-4 over the 40 steps, the same run id and checkpoint keys, so either mode resumes the other."""
+    train_cli("experiment=nano_test", "train.compile=true", f"train.out_dir={tmp_path}")
+    (run,) = run_dirs(tmp_path)
+    assert run.name == reference.name
+    compiled, eager = rows(run / "metrics.jsonl"), rows(reference / "metrics.jsonl")
+    assert [(r["step"], r["domain"]) for r in compiled] == [(r["step"], r["domain"]) for r in eager]
+    for c, e in zip(compiled, eager):
+        assert c["loss"] == pytest.approx(e["loss"], rel=1e-4), (c["step"], c["domain"])
+    def keys(r):
+        return set(torch.load(r / "checkpoints" / "step_00000040" / "model.pt", weights_only=True))
+    assert keys(run) == keys(reference)

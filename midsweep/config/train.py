@@ -24,7 +24,7 @@ class TrainConfig:
     """``bf16`` (autocast, GPU and CPU), ``fp32``, or ``auto``: bf16 where the hardware computes it natively
     (CUDA with bf16, CPUs with AVX512-BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32)."""
     compile: bool = False
-    """torch.compile the model (helps on GPU; on CPU it only adds compile time)."""
+    """torch.compile the model and the chunked loss head (helps on GPU; on CPU it mostly adds compile time)."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     out_dir: str = "runs/${name}"

@@ -8,15 +8,20 @@ head never holds more than one chunk's logits, and backward only scales the stor
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 CHUNK_ELEMENTS = 1 << 25
-"""Logits per chunk (tokens x vocabulary): 128 MiB in fp32. Large enough that each chunk's matmuls keep a GPU
-busy (1334 tokens at a 50304 vocabulary), small enough that the head's memory no longer grows with the batch."""
+"""Logits per chunk (tokens x vocabulary), read when a call passes none: 128 MiB in fp32. Large enough that each
+chunk's matmuls keep a GPU busy (667 tokens at a 50304 vocabulary), small enough that the head's memory no longer
+grows with the batch. Fewer, larger chunks add the output matrix's fp32 gradient fewer times
+(``benchmarks/train_throughput.py --chunk-elements`` measures the trade)."""
 
 
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                             mask: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+                             mask: torch.Tensor, chunk_elements: int | None = None,
+                             compiled: bool = False) -> torch.Tensor:
     """``sum_i mask_i * cross_entropy(hidden_i @ weight.T, targets_i)`` as an fp32 scalar, differentiable in
     ``hidden`` and ``weight``.
 
@@ -24,21 +29,25 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     mask [N] (float weights, 0 for tokens that do not count). Equal to the plain
     ``(F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none") * mask).sum()`` up to float
     rounding: under autocast the matmuls run in the autocast dtype as nn.Linear's would, the softmax in fp32.
+    ``compiled``: run each chunk through torch.compile, which fuses the softmax, its gradient and the
+    accumulation into a few passes over the chunk's logits instead of one pass per operation (the elementwise
+    work over N x V, not the matmuls, is what the eager chunk spends its memory bandwidth on).
     """
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    chunk = max(1, chunk_elements // weight.shape[0])
+    chunk = max(1, (chunk_elements or CHUNK_ELEMENTS) // weight.shape[0])
     mask = mask.to(torch.float32)
+    step = _compiled_chunk() if compiled else _chunk
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, mask, dtype, chunk)
-    return _chunks(hidden, weight, targets, mask, dtype, chunk, False, False)[0]
+        return _LinearCrossEntropy.apply(hidden, weight, targets, mask, dtype, chunk, step)
+    return _chunks(hidden, weight, targets, mask, dtype, chunk, step, False, False)[0]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, mask, dtype, chunk):
+    def forward(ctx, hidden, weight, targets, mask, dtype, chunk, step):
         want_h, want_w = ctx.needs_input_grad[:2]
-        total, grad_h, grad_w = _chunks(hidden, weight, targets, mask, dtype, chunk, want_h, want_w)
+        total, grad_h, grad_w = _chunks(hidden, weight, targets, mask, dtype, chunk, step, want_h, want_w)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = hidden.dtype, weight.dtype
         return total
@@ -49,10 +58,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h_dtype, w_dtype = ctx.dtypes
         out_h = (grad_h * grad_total).to(h_dtype) if grad_h is not None else None
         out_w = (grad_w * grad_total).to(w_dtype) if grad_w is not None else None
-        return out_h, out_w, None, None, None, None
+        return out_h, out_w, None, None, None, None, None
 
 
-def _chunks(hidden, weight, targets, mask, dtype, chunk, want_h, want_w):
+def _chunks(hidden, weight, targets, mask, dtype, chunk, step, want_h, want_w):
     """(loss sum, d sum / d hidden or None, d sum / d weight or None), gradients in fp32."""
     with torch.autocast(hidden.device.type, enabled=False):  # dtypes are chosen explicitly below
         w = weight.detach().to(dtype)
@@ -61,18 +70,31 @@ def _chunks(hidden, weight, targets, mask, dtype, chunk, want_h, want_w):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
         for start in range(0, hidden.shape[0], chunk):
             part = slice(start, start + chunk)
-            h, y, m = hidden[part].detach().to(dtype), targets[part], mask[part]
-            logits = (h @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += ((lse - logits.gather(1, y[:, None]).squeeze(1)) * m).sum()
-            if not (want_h or want_w):
-                continue
-            # d loss_i / d logits_i = (softmax_i - onehot(y_i)) * m_i, computed in place of the logits
-            g = logits.sub_(lse[:, None]).exp_()
-            g[torch.arange(g.shape[0], device=g.device), y] -= 1.0
-            g = g.mul_(m[:, None]).to(dtype)
+            loss, gh = step(hidden[part].detach().to(dtype), w, targets[part], mask[part], grad_w, want_h)
+            total += loss
             if want_h:
-                grad_h[part] = g @ w
-            if want_w:
-                grad_w += (g.T @ h).float()
+                grad_h[part] = gh
     return total, grad_h, grad_w
+
+
+def _chunk(h, w, y, m, grad_w, want_h):
+    """One chunk's loss sum; with ``grad_w`` (fp32) its gradient in ``w`` is added there; with ``want_h`` its
+    gradient in ``h`` is returned."""
+    logits = (h @ w.T).float()
+    lse = torch.logsumexp(logits, dim=-1)
+    loss = ((lse - logits.gather(1, y[:, None]).squeeze(1)) * m).sum()
+    if grad_w is None and not want_h:
+        return loss, None
+    # d loss_i / d logits_i = (softmax_i - onehot(y_i)) * m_i, computed in place of the logits
+    g = logits.sub_(lse[:, None]).exp_()
+    g[torch.arange(g.shape[0], device=g.device), y] -= 1.0
+    g = g.mul_(m[:, None]).to(h.dtype)
+    if grad_w is not None:
+        grad_w += (g.T @ h).float()
+    return loss, (g @ w if want_h else None)
+
+
+@functools.cache
+def _compiled_chunk():
+    """``_chunk`` compiled once per process (one graph per chunk shape: the full one and the last, shorter)."""
+    return torch.compile(_chunk, dynamic=False)

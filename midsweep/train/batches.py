@@ -26,8 +26,11 @@ def to_tensors(seqs, masks, device: torch.device):
     return x[:, :-1].to(device), x[:, 1:].to(device), m.to(device)
 
 
-def loss_sum(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def loss_sum(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             compiled: bool = False) -> torch.Tensor:
     """Sum of masked next-token cross-entropy (fp32) of ``model`` on ``inputs``, to be divided by the number of
-    counted tokens. Computed from the final hidden states in token chunks: the fp32 logits never exist whole."""
+    counted tokens. Computed from the final hidden states in token chunks: the fp32 logits never exist whole.
+    ``compiled``: the chunks run through torch.compile too (``train.compile``)."""
     hidden, weight = model(inputs, hidden=True)
-    return linear_cross_entropy_sum(hidden.flatten(0, 1), weight, targets.flatten(), mask.flatten())
+    return linear_cross_entropy_sum(hidden.flatten(0, 1), weight, targets.flatten(), mask.flatten(),
+                                    compiled=compiled)

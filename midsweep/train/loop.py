@@ -77,7 +77,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     def evaluate(at: int, event: str) -> None:
         phase = schedule.phase_at(max(at - 1, 0))
         rows = [{"step": at, "tokens": at * tps, "phase": phase, "domain": d, "event": event,
-                 "loss": heldout_loss(model, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator),
+                 "loss": heldout_loss(model, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator,
+                                      run.train.compile),
                  "lr": lr_at(max(at - 1, 0)), "tokens_by_domain": counts_tokens()}
                 for d in run.eval_domains()]
         rec.append(rundir.METRICS, rows)
@@ -189,7 +190,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         # evaluation, checkpoint and the end), so the GPU never idles waiting for the host. A non-finite loss is
         # remembered on the device as its step (``total``: none yet) and raised at the next check.
         first_bad = torch.full((), total, dtype=torch.long, device=accelerator.device)
-        last_check = step
+        last_check, last_row = step, (step, wall)
         while step < total:
             t0 = time.perf_counter()
             lr = lr_at(step)
@@ -204,7 +205,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             for i, part in enumerate(micro):
                 sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
                 with sync, accelerator.autocast():
-                    loss = loss_sum(model, x[part], y[part], m[part]) * world / counted
+                    loss = loss_sum(model, x[part], y[part], m[part], run.train.compile) * world / counted
                     accelerator.backward(loss)
                 loss_total += loss.detach().double() / world
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), run.optim.grad_clip or float("inf"))
@@ -226,10 +227,13 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                 progress.update(loss_value, schedule.phase_at(step - 1), steps=step - last_check)
                 last_check = step
             if step % run.train.log_every == 0 or step == total:
+                # the rate of the training steps since the last row: steady state, evaluations excluded
+                rate = (step - last_row[0]) * tps / max(wall - last_row[1], 1e-9)
                 row = {"step": step, "tokens": step * tps, "phase": schedule.phase_at(step - 1), "loss": loss_value,
-                       "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": progress.tokens_per_s()}
+                       "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": rate}
                 rec.append(rundir.TRAIN_LOG_JSONL, [row])
-                track.train(row)
+                track.train(row, progress.tokens_per_s())
+                last_row = step, wall
             if step in eval_at:
                 evaluate(step, eval_at[step])
                 summary("running")

@@ -51,12 +51,13 @@ class Tracking:
 
     # ---- the loop's hooks
 
-    def train(self, row: dict) -> None:
-        """A train.jsonl row (step, tokens, phase, loss, lr, grad_norm, tok_per_s): log line, heartbeat, tracker."""
+    def train(self, row: dict, overall_tok_per_s: float) -> None:
+        """A train.jsonl row (step, tokens, phase, loss, lr, grad_norm, tok_per_s): log line, heartbeat, tracker.
+        ``overall_tok_per_s``: this attempt's rate with evaluations and checkpoints, which the ETA is made of."""
         if not self.rec.enabled:
             return
         step, rate = row["step"], row["tok_per_s"]
-        eta = (self.total - step) * self.tps / rate if rate > 0 else None
+        eta = (self.total - step) * self.tps / overall_tok_per_s if overall_tok_per_s > 0 else None
         log.info("step %d/%d (%.0f%%) %s loss %.4f lr %.3g grad_norm %.3g | %s tok/s ETA %s", step, self.total,
                  100 * step / self.total, row["phase"], row["loss"], row["lr"], row["grad_norm"], f"{rate:,.0f}",
                  _duration(eta))
