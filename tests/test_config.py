@@ -186,7 +186,7 @@ from midsweep.app import CONF_DIR
 from midsweep.config import to_run_config
 from midsweep.launch.preview import Throughput, preview
 from midsweep.launch.sweep import preflight
-grid = [[f"mixture.introduce_at={t}", f"mixture.weight={w}", "data=hub_example", "model=hf_pythia"]
+grid = [[f"mixture.introduce_at={t}", f"mixture.weight={w}", "data=cluster", "model=hf_pythia"]
         for t in (0.1, 0.5) for w in (0.1, 0.3)]
 with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
     points = preflight(grid, lambda o: compose("config", overrides=o), to_run_config)
