@@ -1,8 +1,8 @@
 """Training throughput as users get it: the real loop end to end, its evaluation and checkpoint costs, and the
-model step alone (eager and compiled, fused and plain loss, built-in and transformers model).
+model step alone (eager and each torch.compile mode, fused and plain loss, built-in and transformers model).
 
 The run is the one ``--run`` composes (Hydra overrides, as on the midsweep-train command line); its shape,
-precision, compile flag and evaluation/checkpoint cadence are the ones measured.
+precision, compile flag and mode and evaluation/checkpoint cadence are the ones measured.
 
 1. hardware: CPU model and bf16 flags, GPU name, torch version; the bf16/fp32 matmul peak measured here and the
    bf16 spec peak of a known GPU (H100 SXM: 989 TFLOP/s dense; none on CPU).
@@ -12,9 +12,9 @@ precision, compile flag and evaluation/checkpoint cadence are the ones measured.
 3. cadence: one evaluation of every domain (heldout_loss, after a warm-up) and one checkpoint (the loop's
    stall: copying the state to CPU; the write runs in a background thread) at the run's shape, each as a
    fraction of run time at the run's cadence (eval.every_tokens, train.checkpoint_every).
-4. model step: full training steps (forward, loss, backward, AdamW) on random tokens (compiled: the model and
-   the fused loss's chunks, as train.compile does), variants timed
-   round-robin (a few steps each, repeatedly; median over rounds) so that other load hits all alike.
+4. model step: full training steps (forward, loss, backward, AdamW) on random tokens, eager or in a torch.compile
+   mode (the model and the fused loss's chunks, as train.compile does), variants timed round-robin (a few steps
+   each, repeatedly; median over rounds) so that other load hits all alike.
 Memory: peak allocated on CUDA; everywhere, the activations autograd saves for one forward (unique storages,
 parameters excluded), which is what the fused loss shrinks. On a CPU shared with other jobs read tok/cpu-s.
 
@@ -153,16 +153,17 @@ def cadence_costs(run, vocab: int, device: str, precision: str) -> dict:
     model = build_model(run.model, vocab).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda" or None)
     model, optimizer = accelerator.prepare(model, optimizer)
-    forward = torch.compile(model) if run.train.compile else model
+    mode = run.train.compile_mode if run.train.compile else None
+    forward = torch.compile(model, mode=mode) if mode else model
     x = torch.randint(0, vocab, (run.train.micro_batch, L), device=accelerator.device)
     with accelerator.autocast():
-        loss_sum(forward, x, x, torch.ones_like(x, dtype=torch.float32), run.train.compile).backward()
+        loss_sum(forward, x, x, torch.ones_like(x, dtype=torch.float32), mode).backward()
     optimizer.step()  # the optimizer state exists, as in a checkpoint of a real run
 
     def evaluate() -> None:
         for d in run.eval_domains():
             heldout_loss(forward, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator,
-                         run.train.compile)
+                         mode)
 
     evaluate()  # warm-up (compiles the evaluation graph)
     eval_s = statistics.median(_timed(evaluate, device) for _ in range(3))
@@ -192,12 +193,13 @@ def _timed(fn, device: str) -> float:
 class Variant:
     """One model + loss + compile mode + precision, able to run timed training steps."""
 
-    def __init__(self, backend: str, loss: str, compiled: bool, run, vocab: int, precision: str, args):
+    def __init__(self, backend: str, loss: str, mode: str, run, vocab: int, precision: str, args):
         torch.manual_seed(0)
-        self.name = f"{backend}-{loss}-{'compiled' if compiled else 'eager'}"
-        self.device, self.bf16, self.fused, self.compiled = args.device, precision == "bf16", loss == "fused", compiled
+        self.name = f"{backend}-{loss}-{mode}"
+        self.device, self.bf16, self.fused = args.device, precision == "bf16", loss == "fused"
+        self.mode = None if mode == "eager" else mode  # torch.compile's mode, for the model and the loss chunks
         self.model = build_model(replace(run.model, backend=backend), vocab).to(args.device)
-        self.forward = torch.compile(self.model) if compiled else self.model
+        self.forward = torch.compile(self.model, mode=self.mode) if self.mode else self.model
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
         self.tokens = torch.randint(0, vocab, (run.train.micro_batch, run.model.seq_len + 1), device=args.device)
         self.times: list[float] = []
@@ -210,7 +212,7 @@ class Variant:
         with torch.autocast(self.device, dtype=torch.bfloat16) if self.bf16 else nullcontext():
             if self.fused:
                 ones = torch.ones_like(y, dtype=torch.float32)
-                return loss_sum(self.forward, x, y, ones, self.compiled) / y.numel()
+                return loss_sum(self.forward, x, y, ones, self.mode) / y.numel()
             return F.cross_entropy(self.forward(x).float().flatten(0, 1), y.flatten())
 
     def step(self) -> None:
@@ -251,7 +253,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=None, help="model step: vocabulary (default: the run's tokenizer)")
     ap.add_argument("--backends", default="builtin", help="model step: comma list of builtin,hf")
     ap.add_argument("--losses", default="fused,plain", help="model step: comma list of fused,plain")
-    ap.add_argument("--modes", default="eager,compiled", help="model step: comma list of eager,compiled")
+    ap.add_argument("--modes", default="eager,default", help="model step: comma list of eager and torch.compile "
+                    "modes (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs)")
     ap.add_argument("--chunk-elements", type=int, default=None,
                     help="model step: logits per chunk of the fused loss (default midsweep.model.loss.CHUNK_ELEMENTS)")
     ap.add_argument("--model-steps", type=int, default=12, help="model step: timed steps per variant")
@@ -325,7 +328,7 @@ def main() -> None:
         for backend in args.backends.split(","):
             for loss in args.losses.split(","):
                 for mode in args.modes.split(","):
-                    v = Variant(backend, loss, mode == "compiled", run, vocab, precision, args)
+                    v = Variant(backend, loss, mode, run, vocab, precision, args)
                     try:
                         v.warm_up(args.warmup)
                     except Exception as err:  # e.g. no C++ compiler for torch.compile on this machine

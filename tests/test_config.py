@@ -20,6 +20,7 @@ BAD = [
     ("mixture.kind=sometimes", "mixture.kind", "use one of"),
     ("train.global_batch=30", "train.global_batch", "multiple of micro_batch"),
     ("train.precision=fp8", "train.precision", "auto, bf16 or fp32"),
+    ("train.compile_mode=fastest", "train.compile_mode", "max-autotune-no-cudagraphs"),
     ("optim.lr=-1", "optim.lr", "positive"),
     ("optim.schedule=linear", "optim.schedule", "cosine, wsd, constant"),
     ("eval.every_tokens=1000", "eval.every_tokens", "multiple of 8192"),

@@ -162,12 +162,12 @@ def test_compiled_chunks_equal_the_eager_chunks(bf16):
     weight = torch.randn(VOCAB, 24, generator=g, requires_grad=True)
     y, m = torch.randint(0, VOCAB, (45,), generator=g), (torch.rand(45, generator=g) > 0.3).float()
     results = []
-    for compiled in (False, True):
+    for mode in (None, "default"):
         hidden.grad = weight.grad = None
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            loss = linear_cross_entropy_sum(hidden, weight, y, m, VOCAB * 8, compiled=compiled)  # 8+...+8+5
+            loss = linear_cross_entropy_sum(hidden, weight, y, m, VOCAB * 8, compile_mode=mode)  # 8+...+8+5
             with torch.no_grad():
-                value = linear_cross_entropy_sum(hidden, weight, y, m, VOCAB * 8, compiled=compiled)
+                value = linear_cross_entropy_sum(hidden, weight, y, m, VOCAB * 8, compile_mode=mode)
         loss.backward()
         results.append((loss.detach(), value, hidden.grad.clone(), weight.grad.clone()))
     (eager, eager_value, eager_h, eager_w), (comp, comp_value, comp_h, comp_w) = results

@@ -8,6 +8,8 @@ from midsweep.config.errors import Problem, require
 
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""torch.compile's modes (``mode=``)."""
 
 
 @dataclass
@@ -25,6 +27,9 @@ class TrainConfig:
     (CUDA with bf16, CPUs with AVX512-BF16/AMX), fp32 elsewhere (emulated bf16 is slower than fp32)."""
     compile: bool = False
     """torch.compile the model and the chunked loss head (helps on GPU; on CPU it mostly adds compile time)."""
+    compile_mode: str = "default"
+    """torch.compile's mode with ``compile``: ``default``, ``reduce-overhead`` (CUDA graphs), ``max-autotune``
+    (searches matmul kernels, fuses more; minutes of compilation) or ``max-autotune-no-cudagraphs``."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     out_dir: str = "runs/${name}"
@@ -74,6 +79,8 @@ class TrainConfig:
                 "use auto, bf16 or fp32")
         require(out, self.device in DEVICES, f"{prefix}.device", f"unknown device {self.device!r}",
                 "use auto, cpu or cuda")
+        require(out, self.compile_mode in COMPILE_MODES, f"{prefix}.compile_mode",
+                f"unknown torch.compile mode {self.compile_mode!r}", f"use one of {', '.join(COMPILE_MODES)}")
         require(out, self.checkpoint_every >= 0, f"{prefix}.checkpoint_every", "negative", "use 0 or more steps")
         require(out, self.keep_last >= 1, f"{prefix}.keep_last", f"keep_last={self.keep_last}",
                 "keep at least the last checkpoint (1)")

@@ -21,7 +21,7 @@ grows with the batch. Fewer, larger chunks add the output matrix's fp32 gradient
 
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                              mask: torch.Tensor, chunk_elements: int | None = None,
-                             compiled: bool = False) -> torch.Tensor:
+                             compile_mode: str | None = None) -> torch.Tensor:
     """``sum_i mask_i * cross_entropy(hidden_i @ weight.T, targets_i)`` as an fp32 scalar, differentiable in
     ``hidden`` and ``weight``.
 
@@ -29,7 +29,7 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     mask [N] (float weights, 0 for tokens that do not count). Equal to the plain
     ``(F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none") * mask).sum()`` up to float
     rounding: under autocast the matmuls run in the autocast dtype as nn.Linear's would, the softmax in fp32.
-    ``compiled``: run each chunk through torch.compile, which fuses the softmax, its gradient and the
+    ``compile_mode``: run each chunk through torch.compile in this mode (None: eager), which fuses the softmax, its gradient and the
     accumulation into a few passes over the chunk's logits instead of one pass per operation (the elementwise
     work over N x V, not the matmuls, is what the eager chunk spends its memory bandwidth on).
     """
@@ -37,7 +37,7 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
     chunk = max(1, (chunk_elements or CHUNK_ELEMENTS) // weight.shape[0])
     mask = mask.to(torch.float32)
-    step = _compiled_chunk() if compiled else _chunk
+    step = _chunk if compile_mode is None else _compiled_chunk(compile_mode)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(hidden, weight, targets, mask, dtype, chunk, step)
     return _chunks(hidden, weight, targets, mask, dtype, chunk, step, False, False)[0]
@@ -95,6 +95,6 @@ def _chunk(h, w, y, m, grad_w, want_h):
 
 
 @functools.cache
-def _compiled_chunk():
-    """``_chunk`` compiled once per process (one graph per chunk shape: the full one and the last, shorter)."""
-    return torch.compile(_chunk, dynamic=False)
+def _compiled_chunk(mode: str):
+    """``_chunk`` compiled once per process and mode (one graph per chunk shape: the full one and the last)."""
+    return torch.compile(_chunk, mode=mode, dynamic=False)

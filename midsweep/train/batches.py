@@ -27,10 +27,10 @@ def to_tensors(seqs, masks, device: torch.device):
 
 
 def loss_sum(model, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-             compiled: bool = False) -> torch.Tensor:
+             compile_mode: str | None = None) -> torch.Tensor:
     """Sum of masked next-token cross-entropy (fp32) of ``model`` on ``inputs``, to be divided by the number of
     counted tokens. Computed from the final hidden states in token chunks: the fp32 logits never exist whole.
-    ``compiled``: the chunks run through torch.compile too (``train.compile``)."""
+    ``compile_mode``: the chunks run through torch.compile in this mode too (None: eager)."""
     hidden, weight = model(inputs, hidden=True)
     return linear_cross_entropy_sum(hidden.flatten(0, 1), weight, targets.flatten(), mask.flatten(),
-                                    compiled=compiled)
+                                    compile_mode=compile_mode)

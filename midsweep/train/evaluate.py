@@ -8,13 +8,13 @@ from midsweep.train.batches import loss_sum, to_tensors
 
 @torch.no_grad()
 def heldout_loss(model, split, seq_len: int, max_tokens: int, batch: int, accelerator,
-                 compiled: bool = False) -> float:
+                 compile_mode: str | None = None) -> float:
     """Mean next-token loss (nats) over the first ``max_tokens`` held-out tokens of one domain.
 
     Prompt/response domains count response tokens only. Every rank evaluates a strided share of the
     sequences; sums are reduced so the result does not depend on the number of ranks. Every forward pass has
     ``batch`` rows (a short last batch is padded with rows that count for nothing), so a compiled model
-    compiles evaluation once instead of once per leftover size. ``compiled``: see ``loss_sum``.
+    compiles evaluation once instead of once per leftover size. ``compile_mode``: see ``loss_sum``.
     """
     n = max(1, min(split.num_sequences(seq_len), max_tokens // seq_len))
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
@@ -26,7 +26,7 @@ def heldout_loss(model, split, seq_len: int, max_tokens: int, batch: int, accele
         x, y, m = to_tensors(seqs, masks if split.loss_mask is not None else None, accelerator.device)
         m[len(rows):] = 0
         with accelerator.autocast():
-            totals[0] += loss_sum(model, x, y, m, compiled).double()
+            totals[0] += loss_sum(model, x, y, m, compile_mode).double()
         totals[1] += m.sum().double()
     model.train()
     totals = accelerator.reduce(totals, reduction="sum")

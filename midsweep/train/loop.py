@@ -78,7 +78,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         phase = schedule.phase_at(max(at - 1, 0))
         rows = [{"step": at, "tokens": at * tps, "phase": phase, "domain": d, "event": event,
                  "loss": heldout_loss(model, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator,
-                                      run.train.compile),
+                                      compile_mode),
                  "lr": lr_at(max(at - 1, 0)), "tokens_by_domain": counts_tokens()}
                 for d in run.eval_domains()]
         rec.append(rundir.METRICS, rows)
@@ -140,8 +140,9 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         optimizer = _adamw(model, run, accelerator.device.type == "cuda")
         model, optimizer = accelerator.prepare(model, optimizer)
         raw = accelerator.unwrap_model(model)
-        if run.train.compile:
-            model = torch.compile(model)
+        compile_mode = run.train.compile_mode if run.train.compile else None  # the model's and the loss head's
+        if compile_mode:
+            model = torch.compile(model, mode=compile_mode)
         params = count_params(raw)
         fpt = flops_per_token(run.model, vocab)
 
@@ -205,7 +206,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             for i, part in enumerate(micro):
                 sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
                 with sync, accelerator.autocast():
-                    loss = loss_sum(model, x[part], y[part], m[part], run.train.compile) * world / counted
+                    loss = loss_sum(model, x[part], y[part], m[part], compile_mode) * world / counted
                     accelerator.backward(loss)
                 loss_total += loss.detach().double() / world
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), run.optim.grad_clip or float("inf"))
