@@ -323,7 +323,7 @@ def main() -> None:
     if "model" in sections:
         vocab = args.vocab or run_vocab
         print(f"\n== model step (vocab {vocab}; flops/token {flops_per_token(run.model, vocab) / 1e6:.1f} M; fused "
-              f"loss chunks of {fused_loss.CHUNK_ELEMENTS // vocab} tokens, compiled with the model)")
+              f"loss chunks of {fused_loss.CHUNK_ELEMENTS // vocab} tokens, compiled as the model is)")
         variants = []
         for backend in args.backends.split(","):
             for loss in args.losses.split(","):
@@ -340,14 +340,14 @@ def main() -> None:
             for v in variants:
                 v.timed(args.steps_per_round)
         tokens = run.train.micro_batch * run.model.seq_len
-        print(f"\n  {'variant':<26}{'tok/s':>11}{'MFU meas':>9}{'MFU spec':>9}{'spread':>8}{'tok/cpu-s':>11}"
+        print(f"\n  {'variant':<44}{'tok/s':>11}{'MFU meas':>9}{'MFU spec':>9}{'spread':>8}{'tok/cpu-s':>11}"
               f"{'saved MB':>10}{'peak MB':>9}")
         for v in variants:
             tok_s = tokens / statistics.median(v.times)
             m, s = mfu(tok_s, vocab)
             spread = (max(v.times) - min(v.times)) / statistics.median(v.times)
             peak_mb = "n/a" if v.peak_bytes is None else f"{v.peak_bytes / 2**20:,.0f}"
-            print(f"  {v.name:<26}{tok_s:>11,.0f}{pct(m):>9}{pct(s):>9}{spread:>8.0%}"
+            print(f"  {v.name:<44}{tok_s:>11,.0f}{pct(m):>9}{pct(s):>9}{spread:>8.0%}"
                   f"{tokens / statistics.median(v.cpu_times):>11,.0f}{v.saved_bytes / 2**20:>10,.1f}{peak_mb:>9}"
                   f"{verdict(m, vocab)}")
         print("  (MFU = model FLOP/s / peak of the run's precision; saved MB = activations kept for backward "
