@@ -67,6 +67,25 @@ def test_each_invalid_value_names_its_key_and_fix(override, key, fix):
     assert fix in str(err.value)
 
 
+def test_a_domain_added_on_the_command_line_is_typed_and_checked(tmp_path):
+    """``+data.domains.<new>={...}`` adds a domain (OmegaConf alone refuses a dict as a new typed entry); it is a
+    SourceConfig like the shipped ones, a mixture can select it, and a wrong key or type names itself."""
+    (tmp_path / "legal.jsonl").write_text('{"text": "The lessee shall return the premises."}\n')
+    legal = f"+data.domains.legal={{kind: files, data_files: [{tmp_path}/legal.jsonl], heldout_documents: 20}}"
+    run = compose_run([legal, "mixture.domain=legal"])
+    source = run.data.domains["legal"]
+    assert source.kind == "files" and source.heldout_documents == 20 and source.split == "train"  # defaults filled
+    assert run.coords()["mixture.domain"] == "legal"
+    for override, key in ((legal.replace("heldout_documents: 20", "max_tokens: many"), "data.domains.legal.max_tokens"),
+                          (legal.replace("data_files", "data_file"), "data.domains.legal.data_file"),
+                          (legal.replace("kind: files", "kind: ftp"), "data.domains.legal.kind")):
+        with pytest.raises(ConfigError) as err:
+            compose_run([override, "mixture.domain=legal"])
+        assert [p.key for p in err.value.problems] == [key], str(err.value)
+    with pytest.raises(Exception, match="max_token"):  # a typo in a shipped domain still fails at composition
+        compose_run(["data.domains.math.max_token=5"])
+
+
 def test_all_problems_are_listed_at_once():
     with pytest.raises(ConfigError) as err:
         compose_run(["mixture.weight=2", "optim.lr=0", "train.precision=fp16"])

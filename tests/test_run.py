@@ -183,3 +183,18 @@ def test_a_compiled_run_trains_as_the_eager_one_and_writes_the_same_checkpoints(
     def keys(r):
         return set(torch.load(r / "checkpoints" / "step_00000040" / "model.pt", weights_only=True))
     assert keys(run) == keys(reference)
+
+
+def test_a_domain_added_on_the_command_line_is_trained_and_evaluated(nano, tmp_path):
+    docs = tmp_path / "legal.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"Clause {i}. The lessee shall return the premises within {i % 30 + 1} "
+                                                f"days of notice, subject to section {i % 7}."}) + "\n"
+                            for i in range(300)))
+    train_cli(*nano, f"+data.domains.legal={{kind: files, data_files: [{docs}], heldout_documents: 20}}",
+              "mixture.domain=legal", "mixture.weight=0.5")
+    (run,) = run_dirs(tmp_path / "sweep")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["coords"]["mixture.domain"] == "legal"
+    assert summary["tokens_by_domain"]["legal"] == pytest.approx(0.5 * 20 * 8 * 64, rel=0.1)  # from step 20
+    legal = {r["step"]: r["loss"] for r in rows(run / "metrics.jsonl") if r["domain"] == "legal"}
+    assert legal[40] < legal[20] - 0.3, legal  # it learned the new domain once it came in
