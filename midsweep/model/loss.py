@@ -12,10 +12,12 @@ import functools
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 25
-"""Logits per chunk (tokens x vocabulary), read when a call passes none: 128 MiB in fp32. Large enough that each
-chunk's matmuls keep a GPU busy (667 tokens at a 50304 vocabulary), small enough that the head's memory no longer
-grows with the batch. Fewer, larger chunks add the output matrix's fp32 gradient fewer times
+CHUNK_ELEMENTS = 1 << 27
+"""Logits per chunk (tokens x vocabulary), read when a call passes none: 2668 tokens at a 50304 vocabulary, whose
+logits take 512 MiB in fp32 (eager; compiled chunks keep only bf16 ones). Each chunk adds its share of the output
+matrix's gradient into one fp32 [vocabulary x d_model] buffer, a read and a write of 150 MiB at d_model 768:
+at 32 x 2048 tokens, 1 << 25 elements per chunk made that 98 passes (38 GB, against about 40 GB that the compiled
+head reads and writes for all the logits), this makes it 25. The head's memory stays one chunk's, whatever the batch
 (``benchmarks/train_throughput.py --chunk-elements`` measures the trade)."""
 
 
