@@ -31,9 +31,10 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     mask [N] (float weights, 0 for tokens that do not count). Equal to the plain
     ``(F.cross_entropy((hidden @ weight.T).float(), targets, reduction="none") * mask).sum()`` up to float
     rounding: under autocast the matmuls run in the autocast dtype as nn.Linear's would, the softmax in fp32.
-    ``compile_mode``: run each chunk through torch.compile in this mode (None: eager), which fuses the softmax, its gradient and the
-    accumulation into a few passes over the chunk's logits instead of one pass per operation (the elementwise
-    work over N x V, not the matmuls, is what the eager chunk spends its memory bandwidth on).
+    ``compile_mode``: run each chunk through torch.compile in this mode (None: eager), which fuses the softmax,
+    its gradient and the accumulation into a few passes over the chunk's logits instead of one pass per
+    operation (the elementwise work over N x V, not the matmuls, is what the eager chunk spends its memory
+    bandwidth on).
     """
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
