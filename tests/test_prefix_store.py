@@ -20,6 +20,11 @@ def checkpoint(tmp_path, step=10):
 
 
 def publish(root, ckpt, step=10, key="b" * 64, metrics=({"step": 0, "loss": 1.0},)):
+    """The entry (None when published already)."""
+    return publish_waiting(root, ckpt, step, key, metrics)[0]
+
+
+def publish_waiting(root, ckpt, step=10, key="b" * 64, metrics=({"step": 0, "loss": 1.0},)):
     return store.publish(root, STATIC, step, key, ckpt, list(metrics), [{"step": 5, "loss": 2.0}],
                          {"run_id": "0123456789ab", "run_dir": str(ckpt.parents[1])})
 
@@ -90,3 +95,17 @@ def test_a_claimant_trains_while_it_holds_its_run_lock(tmp_path):
         assert store.trains(run_dir)
     rundir.atomic_write_json(run_dir / rundir.LOCK_HOLDER, {"pid": 1})  # left by a killed holder
     assert not store.trains(run_dir)
+
+
+def test_the_jobs_waiting_for_a_prefix_are_handed_to_its_publisher_once(tmp_path):
+    """A fork's SLURM job named in the claim survives the publisher re-claiming it when it starts, comes back from
+    the publish (which starts it), and a job named after the publish is told to start at once."""
+    root, ckpt, key = tmp_path / store.STORE, checkpoint(tmp_path), "b" * 64
+    store.claim(root, STATIC, 10, key, "0123456789ab", tmp_path / "run")  # the launcher's plan
+    assert store.wait_for(root, STATIC, 10, key, "77_1") and store.wait_for(root, STATIC, 10, key, "77_0")
+    store.claim(root, STATIC, 10, key, "0123456789ab", tmp_path / "run")  # the publisher, when it starts
+    entry, waiting = publish_waiting(root, ckpt, key=key)
+    assert entry is not None and waiting == ["77_0", "77_1"]
+    assert store.claims(root, STATIC) == []
+    assert publish_waiting(root, ckpt, key=key) == (None, [])  # nobody is started twice
+    assert not store.wait_for(root, STATIC, 10, key, "78_0")  # published already: the launcher starts it

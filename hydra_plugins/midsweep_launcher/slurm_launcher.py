@@ -116,7 +116,8 @@ class MidsweepSlurmLauncher(SlurmLauncher):
     def submit(self, todo: list, sharing: Any) -> tuple[list, str]:
         """Submit one job per point, the jobs aligned with ``todo``, and a note on the shared pickle. Points that
         wait for no other go out as one array; the forks of each parent (docs/prefix.md) as one array per
-        parent with ``afterok`` on the parent's job, parents before their forks."""
+        parent with ``afterok`` on the parent's job, parents before their forks. The parent lifts a fork's
+        dependency once it has published the fork's prefix, so the fork starts then."""
         from submitit.core.utils import JobPaths
 
         ex = self.executor()
@@ -139,8 +140,11 @@ class MidsweepSlurmLauncher(SlurmLauncher):
                 log.debug(f"\t#{p.index} {p.run_id}: {' '.join(filter_overrides(p.overrides))}")
                 args.append((sharing.overrides(p), "hydra.sweep.dir", p.index, f"job_id_for_{p.index}"))
             jobs.update(zip((p.index for p in group), ex.map_array(call, *zip(*args))))
+            for p in group:
+                sharing.wait_for(p, jobs[p.index].job_id)
         if len(groups) > 1:
-            note += f"; {len(groups)} arrays (forks wait for their parent's job: afterok)"
+            note += (f"; {len(groups)} arrays (a fork starts once its parent has published its prefix; afterok on "
+                     "the parent's job if it fails first)")
         return [jobs[p.index] for p in todo], note
 
     @staticmethod

@@ -2,9 +2,10 @@
 
 The plan (midsweep.sharing.plan) says which point trains each shared prefix and which points fork from it.
 Here it becomes what a launcher acts on: the order to run points in (parents first), the parent each fork
-waits for (a SLURM ``afterok`` dependency), the ``train.publish_steps`` override of each parent, the claims
-that tell a fork which run will publish its prefix, the manifest's record of it, and the cost with and
-without sharing for the preview.
+waits for (a SLURM ``afterok`` dependency, lifted by the parent once it has published the prefix), the
+``train.publish_steps`` override of each parent, the claims that tell a fork which run will publish its prefix
+(and the parent which jobs to start then), the manifest's record of it, and the cost with and without sharing
+for the preview.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Optional
 from midsweep import rundir
 from midsweep.config import RunConfig
 from midsweep.launch.sweep import Point
-from midsweep.sharing import store
+from midsweep.sharing import slurm_jobs, store
 from midsweep.sharing.keys import Signature
 from midsweep.sharing.plan import Fork, Job, Plan, plan
 
@@ -72,6 +73,17 @@ class SweepPlan:
             p, sig = self.points[i], self.plan.jobs[i].sig
             for step in steps:
                 store.claim(store.store_dir(p.run_dir.parent), sig.static, step, sig.key(step), p.run_id, p.run_dir)
+
+    def wait_for(self, point: Point, job: str) -> None:
+        """``job`` is the fork ``point``'s SLURM job, submitted with ``afterok`` on its parent's job: name it in the
+        claim of its prefix, so that the parent starts it once it has published it (or start it now, when the
+        prefix is published already)."""
+        fork, parent = self.fork(point), self.parent(point)
+        if fork is None or parent is None:
+            return
+        sig = self.plan.jobs[self._index(parent)].sig
+        if not store.wait_for(store.store_dir(parent.run_dir.parent), sig.static, fork.step, fork.key, job):
+            slurm_jobs.start([job])
 
     def steps(self, point: Point, shared: bool = True) -> int:
         return self.plan.steps(self._index(point), shared)

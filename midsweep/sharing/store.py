@@ -7,7 +7,8 @@ Layout (this module is its only owner)::
             checkpoint/                            the publisher's checkpoint files at <step> (hard links)
             metrics.jsonl, train.jsonl             the publisher's rows before <step> (train rows up to it)
             prefix.json                            key, step, publisher, sha256 of every file above
-        <step>-<key>.claim                         the run that will publish <step>-<key> (JSON)
+        <step>-<key>.claim                         the run that will publish <step>-<key>, and the SLURM jobs
+                                                   of the forks waiting for it (JSON)
         <step>-<key>.lock                          held while an entry is published or repaired
         .tmp-*                                     a publish in progress (renamed into place when complete)
 
@@ -109,18 +110,37 @@ def claims(store: Path, static: str) -> list[Claim]:
 
 
 def claim(store: Path, static: str, step: int, key: str, run_id: str, run_dir: Path) -> None:
-    """Record that ``run_id`` will publish prefix ``key`` at ``step`` (forks that need it wait for it)."""
+    """Record that ``run_id`` will publish prefix ``key`` at ``step`` (forks that need it wait for it). The jobs
+    named waiting for it (``wait_for``) stay named."""
     path = entry_path(store, static, step, key).with_suffix(".claim")
-    rundir.atomic_write_json(path, {"static": static, "step": step, "key": key, "run_id": run_id,
-                                    "run_dir": str(Path(run_dir).resolve()), "claimed": rundir.utc_now()})
+    with locked(store, static, step, key):
+        waiting = (rundir.read_json(path) or {}).get("waiting", []) if path.exists() else []
+        rundir.atomic_write_json(path, {"static": static, "step": step, "key": key, "run_id": run_id,
+                                        "run_dir": str(Path(run_dir).resolve()), "claimed": rundir.utc_now(),
+                                        "waiting": waiting})
+
+
+def wait_for(store: Path, static: str, step: int, key: str, job: str) -> bool:
+    """Name the SLURM job ``job`` (a fork's) in the claim of prefix ``key`` at ``step``: the publisher starts it
+    once the prefix is published (``publish`` returns it). False when it is published already: start it now."""
+    final = entry_path(store, static, step, key)
+    path = final.with_suffix(".claim")
+    with locked(store, static, step, key):
+        if final.exists():
+            return False
+        named = rundir.read_json(path) if path.exists() else None
+        if named is not None:
+            rundir.atomic_write_json(path, {**named, "waiting": sorted({*named.get("waiting", []), job})})
+    return True
 
 
 @contextlib.contextmanager
 def locked(store: Path, static: str, step: int, key: str) -> Iterator[None]:
-    """Hold the lock of one entry (publishing it, or removing a corrupt one)."""
+    """Hold the lock of one entry (publishing it, removing a corrupt one, or changing its claim). Reentrant: a run
+    that repairs a corrupt entry claims it while it holds the lock."""
     path = entry_path(store, static, step, key).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path)):
+    with FileLock(str(path), is_singleton=True):
         yield
 
 
@@ -144,13 +164,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def publish(store: Path, static: str, step: int, key: str, checkpoint: Path, metrics: Iterable[dict],
-            train_rows: Iterable[dict], meta: dict) -> Optional[Entry]:
+            train_rows: Iterable[dict], meta: dict) -> tuple[Optional[Entry], list[str]]:
     """Publish the checkpoint directory ``checkpoint`` (state after ``step`` steps) and the publisher's rows as
-    prefix ``key``; returns the entry (None when it was published already)."""
+    prefix ``key``; returns the entry (None when it was published already) and the SLURM jobs its claim named
+    waiting for it (the claim is gone with the publish)."""
     final = entry_path(store, static, step, key)
+    claimed = final.with_suffix(".claim")
     with locked(store, static, step, key):
         if final.exists():
-            return None
+            return None, []
         tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}-{secrets.token_hex(3)}")
         try:
             (tmp / CHECKPOINT).mkdir(parents=True)
@@ -165,10 +187,11 @@ def publish(store: Path, static: str, step: int, key: str, checkpoint: Path, met
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        final.with_suffix(".claim").unlink()
+        waiting = (rundir.read_json(claimed) or {}).get("waiting", []) if claimed.exists() else []
+        with contextlib.suppress(FileNotFoundError):
+            claimed.unlink()
     log.info("published prefix %s (step %d) to %s", key[:12], step, final)
-    return Entry(final, step, rundir.read_json(final / META) or {})
+    return Entry(final, step, rundir.read_json(final / META) or {}), waiting
 
 
 def problem(entry: Entry) -> Optional[str]:

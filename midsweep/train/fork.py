@@ -16,7 +16,7 @@ from typing import Optional
 
 from midsweep import rundir
 from midsweep.config import RunConfig
-from midsweep.sharing import store
+from midsweep.sharing import slurm_jobs, store
 from midsweep.sharing.keys import Signature
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,11 @@ class Sharing:
                 if store.entry_path(self.store, self.sig.static, s, key).exists():
                     continue
                 meta = {"run_id": self.run.run_id(), "run_dir": str(self.run_dir.resolve())}
-                store.publish(self.store, self.sig.static, s, key, ckpt,
-                              [r for r in rundir.read_jsonl(self.run_dir / rundir.METRICS) if r["step"] < s],
-                              [r for r in rundir.read_jsonl(self.run_dir / rundir.TRAIN_LOG_JSONL) if r["step"] <= s],
-                              meta)
+                _, waiting = store.publish(
+                    self.store, self.sig.static, s, key, ckpt,
+                    [r for r in rundir.read_jsonl(self.run_dir / rundir.METRICS) if r["step"] < s],
+                    [r for r in rundir.read_jsonl(self.run_dir / rundir.TRAIN_LOG_JSONL) if r["step"] <= s], meta)
+                slurm_jobs.start(waiting)  # the forks that wait for this prefix start now
 
     def saves(self, step: int) -> bool:
         """Whether the loop must checkpoint ``step`` for a fork."""

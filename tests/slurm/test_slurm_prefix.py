@@ -1,5 +1,6 @@
-"""Prefix sharing on a real local SLURM: the forks' jobs wait for their trunk's job (afterok), start after it
-ended, and end with the metrics of the same runs trained from scratch."""
+"""Prefix sharing on a real local SLURM: the forks' jobs wait for their trunk's job (afterok) until the trunk has
+published their prefix, start then, while the trunk still trains, and end with the metrics of the same runs
+trained from scratch."""
 import subprocess
 
 import pytest
@@ -7,7 +8,7 @@ from cluster import Sweep, wait_for
 
 pytestmark = pytest.mark.slurm
 
-GRID = ("experiment=nano_test", "train.tokens=10240", "eval.every_tokens=2560")  # 20 steps
+GRID = ("experiment=nano_test", "eval.every_tokens=2560")  # 40 steps
 
 
 def times(job: str) -> tuple[str, str]:
@@ -23,20 +24,22 @@ def times(job: str) -> tuple[str, str]:
     return wait_for(known, 60, every=1, why=f"sacct to record job {job}")
 
 
-def test_forks_wait_for_the_trunk_job_and_equal_runs_trained_from_scratch(slurm_cluster, references, tmp_path):
-    references.start(*GRID, "mixture.introduce_at=0.5", "train.share_prefixes=false")
+def test_forks_start_once_the_trunk_published_their_prefix_and_equal_runs_trained_from_scratch(
+        slurm_cluster, references, tmp_path):
+    references.start(*GRID, "mixture.introduce_at=0.25", "train.share_prefixes=false")
     sweep = Sweep(tmp_path / "sweep")
-    sweep.multirun(*GRID, "mixture=none,introduce", "mixture.introduce_at=0.5,0.75", "hydra.launcher.wait=false")
+    sweep.multirun(*GRID, "mixture=none,introduce", "mixture.introduce_at=0.25,0.5", "hydra.launcher.wait=false")
     runs = sweep.manifest()
     trunk = next(rid for rid, e in runs.items() if not e.get("prefix"))
     forks = {rid: e for rid, e in runs.items() if e.get("prefix")}
     assert len(forks) == 2 and {e["prefix"]["parent"] for e in forks.values()} == {trunk}
-    assert {e["prefix"]["step"] for e in forks.values()} == {10, 15}
+    assert {e["prefix"]["step"] for e in forks.values()} == {10, 20}
     wait_for(lambda: all(sweep.run(rid).is_done() for rid in runs), 900, every=2, why="the sweep to finish")
     trunk_end = times(runs[trunk]["job_id"])[1]
-    for rid, e in forks.items():
-        assert times(e["job_id"])[0] >= trunk_end  # afterok: started once the trunk's job had ended
-        assert sweep.run(rid).summary()["prefix"]["parent"] == trunk
     early = next(rid for rid, e in forks.items() if e["prefix"]["step"] == 10)
-    scratch = references.run(*GRID, "mixture.introduce_at=0.5", "train.share_prefixes=false")
+    # the trunk lifted the fork's afterok once step 10 was published, 30 steps before its own end
+    assert times(runs[early]["job_id"])[0] < trunk_end
+    for rid in forks:
+        assert sweep.run(rid).summary()["prefix"]["parent"] == trunk
+    scratch = references.run(*GRID, "mixture.introduce_at=0.25", "train.share_prefixes=false")
     assert sweep.run(early).losses() == scratch.losses()
