@@ -153,7 +153,7 @@ def cadence_costs(run, vocab: int, device: str, precision: str) -> dict:
     model = build_model(run.model, vocab).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda" or None)
     model, optimizer = accelerator.prepare(model, optimizer)
-    mode = run.train.compile_mode if run.train.compile else None
+    mode = run.train.compiled
     forward = torch.compile(model, mode=mode) if mode else model
     x = torch.randint(0, vocab, (run.train.micro_batch, L), device=accelerator.device)
     with accelerator.autocast():

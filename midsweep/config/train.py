@@ -65,6 +65,11 @@ class TrainConfig:
     """When another process holds the run directory (its ``run.lock``): wait for it to end instead of exiting
     with an error that names the holder. Then the run resumes from where the other left it, or is skipped if done."""
 
+    @property
+    def compiled(self) -> Optional[str]:
+        """torch.compile's mode for the model and the loss head, None when the run is not compiled."""
+        return self.compile_mode if self.compile else None
+
     def problems(self, prefix: str = "train") -> list[Problem]:
         out: list[Problem] = []
         require(out, self.tokens > 0, f"{prefix}.tokens", f"tokens={self.tokens} is not positive",

@@ -140,7 +140,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         optimizer = _adamw(model, run, accelerator.device.type == "cuda")
         model, optimizer = accelerator.prepare(model, optimizer)
         raw = accelerator.unwrap_model(model)
-        compile_mode = run.train.compile_mode if run.train.compile else None  # the model's and the loss head's
+        compile_mode = run.train.compiled
         if compile_mode:
             model = torch.compile(model, mode=compile_mode)
         params = count_params(raw)
