@@ -114,7 +114,7 @@ def claim(store: Path, static: str, step: int, key: str, run_id: str, run_dir: P
     named waiting for it (``wait_for``) stay named."""
     path = entry_path(store, static, step, key).with_suffix(".claim")
     with locked(store, static, step, key):
-        waiting = (rundir.read_json(path) or {}).get("waiting", []) if path.exists() else []
+        waiting = _waiting(path)
         rundir.atomic_write_json(path, {"static": static, "step": step, "key": key, "run_id": run_id,
                                         "run_dir": str(Path(run_dir).resolve()), "claimed": rundir.utc_now(),
                                         "waiting": waiting})
@@ -132,6 +132,11 @@ def wait_for(store: Path, static: str, step: int, key: str, job: str) -> bool:
         if named is not None:
             rundir.atomic_write_json(path, {**named, "waiting": sorted({*named.get("waiting", []), job})})
     return True
+
+
+def _waiting(claim_path: Path) -> list[str]:
+    """The SLURM jobs a claim names waiting for its prefix (none when there is no claim)."""
+    return (rundir.read_json(claim_path) or {}).get("waiting", []) if claim_path.exists() else []
 
 
 @contextlib.contextmanager
@@ -187,7 +192,7 @@ def publish(store: Path, static: str, step: int, key: str, checkpoint: Path, met
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        waiting = (rundir.read_json(claimed) or {}).get("waiting", []) if claimed.exists() else []
+        waiting = _waiting(claimed)
         with contextlib.suppress(FileNotFoundError):
             claimed.unlink()
     log.info("published prefix %s (step %d) to %s", key[:12], step, final)
