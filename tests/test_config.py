@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from runner import REPO
 from midsweep.app import CONF_DIR
 from midsweep.config import ConfigError, MixtureConfig, RunConfig, StageConfig, to_run_config
+from midsweep.config.data import SourceConfig
 from midsweep.config.mixture import KINDS
 from midsweep.config.run import COMMON_COORDS, RUN_ID_VERSION
 
@@ -30,6 +31,7 @@ BAD = [
     ("train.tokens=100", "train.tokens", "less than one step"),
     ("mixture.unit=tokens mixture.introduce_at=9000000", "mixture.introduce_at", "after the end of training"),
     ("model.size=huge", "model.size", "tiny"),
+    ("data.domains.code.revision=v1.0", "data.domains.code.revision", "use kind=hf"),
     # a ramp or an exit cut off by the end of training: the run would record a weight it never trained with
     ("mixture.introduce_at=0.5 mixture.ramp=0.9", "mixture.ramp", "shorten the ramp"),
     ("mixture.introduce_at=0.5 mixture.ramp=0.3 mixture.until=0.7", "mixture.until", "later until"),
@@ -189,6 +191,31 @@ def test_a_new_field_at_its_default_keeps_every_run_id():
     assert run.run_id() == "cbc146644de0"
     run.new_knob = 4
     assert run.run_id() != "cbc146644de0"
+
+
+def test_a_new_source_field_at_its_default_keeps_the_ids_of_runs_with_a_domain_of_their_own(monkeypatch):
+    """A domain the defaults lack is compared field by field with SourceConfig's defaults, not counted whole."""
+    from midsweep.config import run as run_module
+
+    @dataclasses.dataclass
+    class UpgradedSource(SourceConfig):
+        new_knob: int = 3
+
+    def with_legal(source_cls, **extra):
+        run = RunConfig()
+        run.mixture.domain = "legal"
+        run.data.domains["legal"] = source_cls(kind="files", data_files=["legal.jsonl"], **extra)
+        return run.run_id()
+
+    before = with_legal(SourceConfig)
+    assert before == "3aaff3a5b025"  # pinned, like cbc146644de0 above
+    monkeypatch.setattr(run_module, "SourceConfig", UpgradedSource)
+    run_module._source_defaults.cache_clear()
+    try:
+        assert with_legal(UpgradedSource) == before
+        assert with_legal(UpgradedSource, new_knob=4) != before
+    finally:
+        run_module._source_defaults.cache_clear()
 
 
 def test_removing_a_default_entry_changes_the_run_id():

@@ -10,6 +10,7 @@ import pytest
 
 from midsweep.config.data import DataConfig, SourceConfig, resolve_cache_dir
 from midsweep.data import (ByteTokenizer, DataSourceError, load_tokenizer, prepare_domain, prepare_domains)
+from midsweep.data.shards import fingerprint
 
 BYTE = ByteTokenizer()
 
@@ -159,6 +160,9 @@ def test_hf_local_dataset_dirs(tmp_path):
     src = SourceConfig(kind="hf", name=str(tmp_path / "multi"), split="validation", text_field="body",
                        heldout_documents=2)
     assert docs_of(prepare_domain("b", src, BYTE, tmp_path / "c").train) == DOCS[2:12]
+    src.revision = "v1"
+    with pytest.raises(DataSourceError, match=r"domain 'b'.*saved to disk.*remove data.domains.b.revision"):
+        prepare_domain("b", src, BYTE, tmp_path / "c")
     # a packaged builder by name with data_files, streamed
     write_jsonl(tmp_path / "s.jsonl", [{"text": d} for d in DOCS])
     src = SourceConfig(kind="hf", name="json", data_files=[str(tmp_path / "s.jsonl")], streaming=True,
@@ -178,6 +182,11 @@ def test_missing_file_field_and_empty_data_errors_name_the_fix(tmp_path):
     with pytest.raises(DataSourceError, match="heldout_documents"):
         prepare_domain("web", files_source(path, text_field="content", heldout_documents=100), BYTE, tmp_path / "c")
 
+    script = tmp_path / "scripted"  # a hub-style dataset whose data comes from a loading script
+    script.mkdir()
+    (script / "scripted.py").write_text("import datasets\n")
+    with pytest.raises(DataSourceError, match=r"domain 'web'.*loading script.*data.domains.web.name.*parquet/json"):
+        prepare_domain("web", SourceConfig(kind="hf", name=str(script)), BYTE, tmp_path / "c")
 
 # ------------------------------------------------------------------------------------------------- shards
 def test_second_prepare_is_a_cache_hit_with_identical_tokens(tmp_path):
@@ -201,6 +210,9 @@ def test_fingerprint_follows_the_source(tmp_path):
     os.utime(path, ns=(1, 1))
     edited = prepare_domain("d", files_source(path, heldout_documents=1), BYTE, tmp_path / "c")
     assert edited.fingerprint != base and not edited.cache_hit and docs_of(edited.train)[0] == DOCS[1].upper()
+    hub = SourceConfig(kind="hf", name="org/corpus")  # a pinned hub revision is other data
+    assert fingerprint("d", hub, BYTE)[0] != fingerprint("d", SourceConfig(kind="hf", name="org/corpus",
+                                                                          revision="3f96885"), BYTE)[0]
 
 
 def test_heldout_disjoint_from_train_and_stable(tmp_path):

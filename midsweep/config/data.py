@@ -63,6 +63,10 @@ class SourceConfig:
     """HF dataset config name (second argument of ``load_dataset``)."""
     split: str = "train"
     """Split to read (``kind=hf``; local ``files`` are read whole)."""
+    revision: Optional[str] = None
+    """Hub revision to read (``kind=hf``): a commit sha, tag or branch. Pin a commit for a study you will publish:
+    an unpinned hub dataset is whatever the hub serves when the shards are made, and its edits upstream do not
+    change the shards' fingerprint."""
     streaming: bool = False
     """Stream the dataset instead of downloading it whole; needs a cap: ``max_tokens`` or ``max_documents``."""
     data_files: list[str] = field(default_factory=list)
@@ -93,6 +97,9 @@ class SourceConfig:
                     "set name to a hub dataset (e.g. wikitext) or a local dataset directory")
         elif self.kind == "files":
             p += self._file_problems(prefix)
+        require(p, self.revision is None or self.kind == "hf", f"{prefix}.revision",
+                f"a revision is read only from a hub dataset, not kind={self.kind}",
+                "remove revision, or use kind=hf with a hub dataset name")
         require(p, (self.prompt_field is None) == (self.response_field is None), f"{prefix}.prompt_field",
                 "only one of prompt_field/response_field is set", "set both (prompt/response documents) or neither")
         require(p, bool(self.text_field), f"{prefix}.text_field", "text_field is empty",

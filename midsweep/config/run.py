@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from midsweep.config.data import DataConfig, known_vocabulary
+from midsweep.config.data import DataConfig, SourceConfig, known_vocabulary
 from midsweep.config.errors import Problem, raise_if_any, require
 from midsweep.config.eval import EvalConfig
 from midsweep.config.logger import LoggerConfig
@@ -184,7 +184,7 @@ class RunConfig:
         (a default key the config lacks counts as a difference)."""
         semantic = {k: v for k, v in self.flat().items() if not _under(k, NON_SEMANTIC)}
         defaults = _default_flat(type(self))
-        changed = {k: v for k, v in semantic.items() if k not in defaults or defaults[k] != v}
+        changed = {k: v for k, v in semantic.items() if _default_value(k, defaults) != v}
         unread = self._unread_keys()
         changed |= {k: _ABSENT for k in defaults if k not in semantic and not _under(k, NON_SEMANTIC | unread)}
         blob = json.dumps({"version": RUN_ID_VERSION, "changed": changed}, sort_keys=True, default=str)
@@ -211,6 +211,21 @@ class RunConfig:
         tokens = self.total_steps * self.tokens_per_step
         return {"steps": self.total_steps, "tokens": tokens, "params": non_embedding_params(self.model),
                 "flops": flops_per_token(self.model, self.data.resolved_vocab_size()) * tokens}
+
+
+def _default_value(key: str, defaults: dict):
+    """The default a run-id key is compared with: the RunConfig default, or for a domain the defaults lack (one
+    the user added) the SourceConfig field's default, so a field added to SourceConfig keeps those ids too."""
+    if key in defaults:
+        return defaults[key]
+    if key.startswith("data.domains."):
+        return _source_defaults().get(key.rsplit(".", 1)[1], _ABSENT)
+    return _ABSENT
+
+
+@functools.cache
+def _source_defaults() -> dict:
+    return dataclasses.asdict(SourceConfig())
 
 
 def _under(key: str, prefixes: set[str]) -> bool:

@@ -112,6 +112,9 @@ def _load_hf(source: SourceConfig, domain: str):
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():  # Dataset.save_to_disk()
         from datasets import DatasetDict, load_from_disk
 
+        if source.revision:
+            raise DataSourceError(f"domain {domain!r}: {path} is a dataset saved to disk, which has no revisions. "
+                                  f"Fix: remove data.domains.{domain}.revision")
         ds = load_from_disk(str(path))
         if isinstance(ds, DatasetDict):
             if source.split not in ds:
@@ -119,9 +122,10 @@ def _load_hf(source: SourceConfig, domain: str):
                                       f"Fix: set data.domains.{domain}.split to one of them")
             ds = ds[source.split]
         return ds
-    return _load(domain, f"HF dataset {source.name!r} (subset={source.subset}, split={source.split})",
+    return _load(domain, f"HF dataset {source.name!r} (subset={source.subset}, split={source.split}"
+                 + (f", revision={source.revision})" if source.revision else ")"),
                  source.name, source.subset, split=source.split, streaming=source.streaming,
-                 data_files=source.data_files or None)
+                 data_files=source.data_files or None, revision=source.revision)
 
 
 def _load(domain: str, what: str, *args, **kwargs):
@@ -132,7 +136,12 @@ def _load(domain: str, what: str, *args, **kwargs):
         return datasets.load_dataset(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - any loader failure gets the same actionable message
         why = (str(e).strip().splitlines() or [""])[0]  # one line: loader messages run on
-        raise DataSourceError(
-            f"domain {domain!r}: cannot load {what}: {type(e).__name__}: {why}. Fix: check data.domains.{domain} "
-            "(name/subset/split/data_files); hub datasets must be reachable, or already in the HF cache (prepare the "
-            "shards with `midsweep prepare` where the network is, e.g. a login node)") from e
+        if "scripts are no longer supported" in why:  # datasets >= 4 runs no loading scripts, whatever we pass
+            fix = ("this dataset is a loading script, which datasets >= 4 does not run: point "
+                   f"data.domains.{domain}.name at a copy of it stored as parquet/json on the hub, or download its "
+                   "data and use kind=files with data_files")
+        else:
+            fix = (f"check data.domains.{domain} (name/subset/split/data_files); hub datasets must be reachable, or "
+                   "already in the HF cache (prepare the shards with `midsweep prepare` where the network is, e.g. a "
+                   "login node)")
+        raise DataSourceError(f"domain {domain!r}: cannot load {what}: {type(e).__name__}: {why}. Fix: {fix}") from e
