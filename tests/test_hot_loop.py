@@ -60,6 +60,24 @@ def test_usr2_stops_at_a_check_with_a_complete_checkpoint_and_the_resumed_run_eq
     assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(ref / rundir.METRICS)
 
 
+def test_a_stop_requested_that_first_meets_the_last_step_finishes_the_run_instead_of_requeuing_it(tmp_path):
+    # log_every past the end, periodic evaluation only at the end: after the evaluation where the mixture starts
+    # (step 30), the only check left is the last step's
+    args = (*LONG, "train.log_every=1000", "eval.every_tokens=30720", f"train.out_dir={tmp_path}")
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def evaluated_past_start():
+        return any(r["step"] > 0 for f in tmp_path.glob(f"*/{rundir.METRICS}") for r in rundir.read_jsonl(f))
+    deadline = time.time() + 300
+    while time.time() < deadline and not evaluated_past_start():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGUSR2)
+    assert proc.wait(timeout=300) == 0
+    status = rundir.read_status(only_run(tmp_path))
+    assert status["status"] == "done" and status["step"] == 60
+
+
 def test_background_checkpoint_is_a_snapshot_and_complete_after_wait(tmp_path):
     model = {"w": torch.arange(6.0)}
     optim = {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}

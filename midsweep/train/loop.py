@@ -241,7 +241,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                 rec.status("running", step)
             if periodic or step in checkpointed:
                 save()
-            if interrupt is not None and check and _any_rank(accelerator, interrupt.requested()):
+            # at the last step the run is complete: finishing it costs less than a requeue to write its summary
+            if interrupt is not None and check and step < total and _any_rank(accelerator, interrupt.requested()):
                 if not (periodic or step in checkpointed):
                     save()
                 writer.wait()
