@@ -50,6 +50,7 @@ SWEEP = "sweep"
 STATUS = "status"
 REASON = "reason"
 FINAL_PREFIX = "final."
+DATA_PREFIX = "data."
 
 # Derived per-run metrics (analysis.derived); lower is better for all three heatmap metrics.
 IN_DOMAIN = "in_domain"  # loss on the domain named by mixture.domain
@@ -83,6 +84,11 @@ TOKENS_LABEL = "training tokens (tokens)"
 def final(domain: str) -> str:
     """Column of the final loss on ``domain``."""
     return FINAL_PREFIX + domain
+
+
+def data(domain: str) -> str:
+    """Column of the digest of the data a run read for ``domain`` (summary.json ``data``)."""
+    return DATA_PREFIX + domain
 
 
 def is_missing(value) -> bool:

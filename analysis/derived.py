@@ -16,8 +16,8 @@ import pandas as pd
 from analysis import columns as C
 
 def coordinate_columns(runs: pd.DataFrame) -> list[str]:
-    """The coordinate columns of a runs table (dotted config keys; final losses are not coordinates)."""
-    return [c for c in runs.columns if "." in c and not c.startswith(C.FINAL_PREFIX)]
+    """The coordinate columns of a runs table (dotted config keys; final losses and data digests are not)."""
+    return [c for c in runs.columns if "." in c and not c.startswith((C.FINAL_PREFIX, C.DATA_PREFIX))]
 
 
 def baseline_keys(coords) -> list[str]:

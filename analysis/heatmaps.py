@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle
 from analysis import columns as C
 from analysis import style
 from analysis.celltext import add_labels, half_extent
-from analysis.derived import add_metrics
+from analysis.derived import add_metrics, coordinate_columns
 
 AXES = [C.INTRODUCE_AT, C.WEIGHT]
 NOT_FACETS = {C.INTRODUCE_AT, C.WEIGHT, C.SEED, C.INTRODUCE_TOKENS}
@@ -66,7 +66,7 @@ def heatmap_table(runs: pd.DataFrame, metric: str, coords=None) -> pd.DataFrame:
     no value), a ``note`` and ``best`` (the lowest mean of the facet)."""
     if metric not in runs:
         runs = add_metrics(runs, coords)
-    coords = coords if coords is not None else [c for c in runs if "." in c and not c.startswith(C.FINAL_PREFIX)]
+    coords = coords if coords is not None else coordinate_columns(runs)
     grid_runs = heatmap_runs(runs)
     facets = facet_keys(grid_runs, coords)
     grid_runs = _nulls_as_values(grid_runs, facets)

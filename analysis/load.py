@@ -42,7 +42,8 @@ class Sweep:
 
     runs: pd.DataFrame
     """One row per run: run_id, sweep, path, status, reason, step, one column per coordinate,
-    ``final.<domain>`` losses, steps, tokens, flops, wall_time_s, params."""
+    ``final.<domain>`` losses, ``data.<domain>`` digests of the data read, steps, tokens, flops, wall_time_s,
+    params."""
     curves: pd.DataFrame
     """One row per (run, evaluation point, domain): run_id, sweep, step, tokens, phase, domain, loss, lr, event."""
     coords: list[str]
@@ -88,6 +89,7 @@ def load_sweeps(dirs, threads: int = 8) -> Sweep:
     if runs.empty:
         raise SweepError("no readable runs: " + "; ".join(problems))
     runs = _dedupe(runs, problems)
+    _check_one_version_of_each_domain(runs, problems)
     for col in coords:
         if col not in runs:
             runs[col] = None
@@ -171,6 +173,8 @@ def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | N
     row.update(coords)
     for domain, loss in (summary.get("final") or {}).items():
         row[C.final(domain)] = loss
+    for domain, digest in (summary.get("data") or {}).items():
+        row[C.data(domain)] = digest
     for key in SUMMARY_FIELDS:
         row[key] = summary.get(key)
     return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS],
@@ -219,6 +223,20 @@ def _dedupe(runs: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
         kept = runs.loc[runs[C.RUN_ID] == run_id].iloc[0]
         problems.append(f"run {run_id} is in several sweeps; kept the copy in {kept[C.SWEEP]} ({kept[C.STATUS]})")
     return runs.loc[~dup].drop(columns="_rank").sort_values([C.SWEEP, C.RUN_ID], kind="stable")
+
+
+def _check_one_version_of_each_domain(runs: pd.DataFrame, problems: list[str]) -> None:
+    """Runs that read different data under one domain name (data edited or re-downloaded while the sweep ran)
+    do not measure the same thing: say which runs read which version."""
+    for col in sorted(c for c in runs if c.startswith(C.DATA_PREFIX)):
+        versions = runs.groupby(col)[C.RUN_ID].agg(list)
+        if len(versions) > 1:
+            listed = "; ".join(f"{digest}: {len(ids)} run(s) ({', '.join(sorted(ids)[:5])}"
+                               + (", ..." if len(ids) > 5 else "") + ")" for digest, ids in versions.items())
+            problems.append(f"domain {col[len(C.DATA_PREFIX):]!r}: the runs read {len(versions)} different versions "
+                            f"of its data ({listed}); their numbers are comparable only if the sweep varies that "
+                            "data on purpose. Fix: rerun the runs of the wrong version on the right data (delete "
+                            "their directories and launch the sweep again)")
 
 
 def _tidy(col: pd.Series) -> pd.Series:
@@ -301,8 +319,9 @@ def _jsonl(data: bytes) -> list[dict]:
 def _column_order(cols, coords: list[str]) -> list[str]:
     head = [C.RUN_ID, C.SWEEP, "experiment", C.STATUS, C.REASON, "step"]
     finals = sorted(c for c in cols if c.startswith(C.FINAL_PREFIX))
-    rest = [c for c in cols if c not in head and c not in coords and c not in finals]
-    return head + coords + finals + rest
+    data = sorted(c for c in cols if c.startswith(C.DATA_PREFIX))
+    rest = [c for c in cols if c not in head and c not in coords and c not in finals and c not in data]
+    return head + coords + finals + rest + data
 
 
 def save_tables(sweep: Sweep, out_dir) -> list[Path]:

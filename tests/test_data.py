@@ -215,6 +215,23 @@ def test_fingerprint_follows_the_source(tmp_path):
                                                                           revision="3f96885"), BYTE)[0]
 
 
+def test_the_content_digest_follows_the_tokens_and_masks_not_the_files(tmp_path):
+    def content(name, records, **kw):
+        source = files_source(write_jsonl(tmp_path / f"{name}.jsonl", records), heldout_documents=4, **kw)
+        return prepare_domain("d", source, BYTE, tmp_path / "c")
+
+    records = [{"text": d} for d in DOCS]
+    base = content("base", records)
+    copy = content("copy", records)  # the same documents in another file: other shards, the same data
+    assert copy.fingerprint != base.fingerprint and copy.content == base.content is not None
+    assert content("train_edit", records[:-1] + [{"text": DOCS[-1] + "!"}]).content != base.content
+    assert content("heldout_edit", [{"text": DOCS[0] + "!"}] + records[1:]).content != base.content
+    # the same tokens as prompt/response pairs: only the loss mask differs
+    qa = content("qa", [{"q": d[:10], "a": d[10:]} for d in DOCS], prompt_field="q", response_field="a")
+    plain = content("plain", [{"text": d[:10] + "\n" + d[10:]} for d in DOCS])
+    assert np.array_equal(qa.train.tokens, plain.train.tokens) and qa.content != plain.content
+
+
 def test_heldout_disjoint_from_train_and_stable(tmp_path):
     records = [{"text": d} for d in DOCS] + [{"text": DOCS[2]}]  # a later copy of a held-out document
     path = write_jsonl(tmp_path / "d.jsonl", records)

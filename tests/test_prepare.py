@@ -75,6 +75,7 @@ def test_shards_are_identical_for_any_number_of_processes(tmp_path, fresh_cache)
     for name in domains:
         one, two = built[1][name], built[2][name]
         assert one.fingerprint == two.fingerprint  # the process count is not part of the shards' identity
+        assert one.content == two.content is not None
         for f in ("train.bin", "heldout.bin", "train.mask.bin" if name == "target" else "train.bin"):
             assert (one.path / f).read_bytes() == (two.path / f).read_bytes()
 

@@ -75,6 +75,12 @@ class DomainData:
     meta: dict = field(default_factory=dict)
     """Contents of ``meta.json``: token and document counts, dtype, fingerprint inputs."""
 
+    @property
+    def content(self) -> str | None:
+        """Digest of the tokens and loss masks of both splits: equal for equal data, whatever the fingerprint
+        (a copy of the files with new mtimes has another). None for shards built before it was recorded."""
+        return self.meta.get("content")
+
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
@@ -205,7 +211,8 @@ class MissingShards(DataSourceError):
 
 
 class _SplitWriter:
-    """Appends documents' tokens (and loss mask) to ``<split>.bin`` / ``<split>.mask.bin`` in large writes."""
+    """Appends documents' tokens (and loss mask) to ``<split>.bin`` / ``<split>.mask.bin`` in large writes,
+    hashing what it writes."""
 
     def __init__(self, directory: Path, split: str, dtype: np.dtype, eos_id: int, with_mask: bool):
         self.dtype, self.eos = dtype, np.array([eos_id], dtype)
@@ -213,6 +220,8 @@ class _SplitWriter:
         self.mask_fh = open(directory / f"{split}.mask.bin", "wb") if with_mask else None
         self.toks: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
+        # one hash per file: the digest does not depend on how writes interleave
+        self.tok_hash, self.mask_hash = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16)
         self.buffered = self.tokens = self.documents = 0
 
     def add(self, prompt_ids, text_ids) -> None:
@@ -228,10 +237,12 @@ class _SplitWriter:
             self.flush()
 
     def flush(self) -> None:
-        if self.toks:
-            np.concatenate(self.toks).tofile(self.tok_fh)
-        if self.masks:
-            np.concatenate(self.masks).tofile(self.mask_fh)
+        for parts, fh, digest in ((self.toks, self.tok_fh, self.tok_hash),
+                                  (self.masks, self.mask_fh, self.mask_hash)):
+            if parts:
+                block = np.concatenate(parts)
+                block.tofile(fh)
+                digest.update(block)
         self.toks, self.masks, self.buffered = [], [], 0
 
     def close(self) -> dict:
@@ -239,7 +250,8 @@ class _SplitWriter:
         self.tok_fh.close()
         if self.mask_fh:
             self.mask_fh.close()
-        return {"tokens": self.tokens, "documents": self.documents}
+        return {"tokens": self.tokens, "documents": self.documents,
+                "digest": self.tok_hash.hexdigest() + self.mask_hash.hexdigest()}
 
 
 def _batched(docs: Iterable[Document], size: int) -> Iterable[list[Document]]:
@@ -296,7 +308,9 @@ def _build(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path, ou
                     name, 100 * share)
     log.info("domain %s: %d train / %d heldout tokens in %.1fs", name, counts["train"]["tokens"],
              counts["heldout"]["tokens"], time.time() - start)
-    return {**counts, "dtype": dtype.name, "has_mask": pair, "duplicates_dropped": duplicates,
+    content = hashlib.blake2b((dtype.name + counts["train"]["digest"] + counts["heldout"]["digest"]).encode(),
+                              digest_size=8).hexdigest()
+    return {**counts, "content": content, "dtype": dtype.name, "has_mask": pair, "duplicates_dropped": duplicates,
             "preprocess_version": PREPROCESS_VERSION, "build_seconds": round(time.time() - start, 3)}
 
 

@@ -38,6 +38,10 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class DataChanged(RuntimeError):
+    """The token content of a domain differs from the one the checkpoint to resume from was trained on."""
+
+
 def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) -> dict:
     """Train ``run`` in its run directory (resuming if possible) and return its summary.
 
@@ -67,7 +71,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     world, L, tps = accelerator.num_processes, run.model.seq_len, run.tokens_per_step
     step, wall = rundir.latest_checkpoint(run_dir) or 0, 0.0  # the step to report until the resume says otherwise
     sampler = params = progress = track = sharing = None
-    fpt = 0.0
+    fpt, content = 0.0, {}
     rec.config(OmegaConf.to_yaml(OmegaConf.structured(run)))
     rec.status("running", step)
 
@@ -90,7 +94,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                "coords": run.coords(), "overrides": _overrides(overrides), "final": final, "phase_end": phase_end,
                "steps": step, "tokens": step * tps, "tokens_by_domain": counts_tokens(),
                "flops": fpt * step * tps, "wall_time_s": wall, "params": params, "precision": precision,
-               "world_size": world, "prefix": sharing.record if sharing else None}
+               "world_size": world, "prefix": sharing.record if sharing else None, "data": content}
         rec.summary(out)
         return out
 
@@ -108,7 +112,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             at = step
             writer.save(run_dir, at, raw.state_dict(), optimizer.state_dict(),
                         {"step": at, "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                         "wall_time_s": wall}, run.train.keep_last, pinned,
+                         "wall_time_s": wall, "data": content}, run.train.keep_last, pinned,
                         then=lambda: sharing.publish(at))  # before pruning: a publish step is not pinned
         accelerator.wait_for_everyone()
 
@@ -131,6 +135,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         # fails at once naming `midsweep prepare`; a single process builds them (file-locked against other runs).
         data = prepare_domains(run.data, sorted(set(run.eval_domains()) | set(schedule.domains)), seq_len=L,
                                build=world == 1)
+        content = {d: data[d].content for d in sorted(data)}
         sampler = MixtureSampler(schedule, {d: data[d].train.num_sequences(L) for d in schedule.domains},
                                  run.train.seed, run.train.global_batch)
         vocab = load_tokenizer(run.data.tokenizer).vocab_size
@@ -158,6 +163,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         found = checkpoint.load_latest(run_dir)
         if found:
             step, ckpt = found
+            _check_same_data(ckpt["state"].get("data") or {}, content, step, run_dir, sharing.record)
             raw.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             sampler.load_state(ckpt["state"]["sampler"])
@@ -254,6 +260,9 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         failed(f"{err}. Fix: lower optim.lr, lengthen optim.warmup or use train.precision=fp32; "
                "metrics up to this step are kept")
         raise
+    except DataChanged as err:
+        failed(str(err))
+        raise
     except BaseException as err:
         failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
                + "; rerunning the same command resumes from the last checkpoint")
@@ -271,6 +280,18 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     out = summary("done")
     rec.status("done", step)
     return out
+
+
+def _check_same_data(trained: dict, now: dict, step: int, run_dir, prefix: dict | None) -> None:
+    """Raise ``DataChanged`` if a domain's content (``DomainData.content``; None: unknown) is not the one the
+    checkpoint of ``step`` was trained on: the resumed run would mix two datasets under one run id."""
+    changed = [f"{d} ({was} -> {now[d]})" for d, was in trained.items() if was and now.get(d) and now[d] != was]
+    if changed:
+        where = f"{run_dir}" + (f" and its shared prefix {prefix['entry']}" if prefix else "")
+        raise DataChanged(
+            f"the data of domain(s) {', '.join(changed)} changed since the checkpoint of step {step} was saved; "
+            "resuming would train on other data than its first steps. Fix: restore the data it was trained on "
+            f"(the same files, dataset revision and tokenizer), or delete {where} to train it anew on the new data")
 
 
 @contextlib.contextmanager
