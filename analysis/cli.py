@@ -153,7 +153,7 @@ def analyze(args: argparse.Namespace) -> dict:
                                 tables=[("Proximity and gains", prox)]))
 
     report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped, without_baseline(runs))
-    return {"tables": tables, "figures": figures, "report": report}
+    return {"tables": tables, "figures": figures, "report": report, "problems": sweep.problems}
 
 
 def proximity_with_gains(prox, gains):
@@ -179,6 +179,10 @@ def main(argv=None) -> int:
     for p in result["figures"]:
         print(f"  {p}")
     print(f"report: {result['report']}")
+    if result["problems"]:
+        print(f"{len(result['problems'])} problem(s) reading the sweep, also listed in the report:", file=sys.stderr)
+        for problem in result["problems"]:
+            print(f"  - {problem}", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pyarrow import json as pa_json
 
 from analysis import columns as C
-from midsweep import rundir
+from midsweep import rundir, runfiles
 
 CONTRACT_VERSION = rundir.CONTRACT
 """The results-contract version this reader understands (``"contract"`` in summary.json/status.json)."""
@@ -62,16 +62,15 @@ class SweepError(ValueError):
 def load_sweeps(dirs, threads: int = 8) -> Sweep:
     """Read every run directory under each sweep directory and merge them (seeds are just a column)."""
     candidates: list[Path] = []
+    problems: list[str] = []
     for d in map(Path, dirs):
         if not d.is_dir():
             raise SweepError(f"sweep directory {d} does not exist: pass the train.out_dir of a sweep")
         candidates += [str(p) for p in rundir.run_dirs(d)]
+        problems += [rundir.stray(p) for p in rundir.strays(d)]
     raw = _read_all(candidates, threads)
-    problems: list[str] = []
     for p, files in zip(candidates, raw):
-        for name, error in files.pop(_ERRORS).items():
-            problems.append(f"{p}: cannot read {name} ({error}); Fix: make it readable to you "
-                            f"(e.g. chmod a+r {os.path.join(p, name)}); the rest of the sweep is analysed")
+        problems += [runfiles.unreadable(os.path.join(p, name), error) for name, error in files.pop(_ERRORS).items()]
     found = [(p, files) for p, files in zip(candidates, raw)
              if files[rundir.STATUS] is not None or files[rundir.SUMMARY] is not None]
     if not found and not problems:
@@ -95,8 +94,8 @@ def load_sweeps(dirs, threads: int = 8) -> Sweep:
             runs[col] = None
         runs[col] = _tidy(runs[col])
     kept = set(zip(runs[C.SWEEP], runs[C.RUN_ID]))
-    curves = _curves_table([c for _, c in keyed], kept)
-    downstream = _downstream_table([c for _, c in keyed], kept)
+    curves = _curves_table([c for _, c in keyed], kept, problems)
+    downstream = _downstream_table([c for _, c in keyed], kept, problems)
     runs = runs[_column_order(runs.columns, coords)].reset_index(drop=True)
     return Sweep(runs=runs, curves=curves, coords=coords, problems=problems, downstream=downstream)
 
@@ -132,19 +131,19 @@ def _read_files(run_dir: str) -> dict:
                 out[name] = f.read()
         except FileNotFoundError:
             out[name] = None
-        except OSError as e:  # a teammate's private file, a directory in its place: say so, go on
+        except OSError as e:  # a teammate's private file, a directory in its place, a symlink loop: say so, go on
             out[name] = None
-            out[_ERRORS][name] = e.strerror or type(e).__name__
+            out[_ERRORS][name] = e
     return out
 
 
-def _json(run_dir: str, name: str, data: bytes | None, problems: list[str]) -> dict | None:
+def _json(run_dir: str, name: str, data: bytes | None, fields: dict, problems: list[str]) -> dict | None:
     if data is None:
         return None
-    try:
-        obj = json.loads(data)
-    except ValueError as e:
-        problems.append(f"{run_dir}: {name} is not valid JSON ({e}); the run is left out")
+    read = runfiles.parse(os.path.join(run_dir, name), data, fields)
+    problems += read.problems
+    obj = read.data
+    if obj is None:
         return None
     contract = obj.get("contract")
     if contract != CONTRACT_VERSION:
@@ -156,8 +155,8 @@ def _json(run_dir: str, name: str, data: bytes | None, problems: list[str]) -> d
 
 
 def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | None, dict | None]:
-    summary = _json(run_dir, rundir.SUMMARY, files[rundir.SUMMARY], problems)
-    status = _json(run_dir, rundir.STATUS, files[rundir.STATUS], problems)
+    summary = _json(run_dir, rundir.SUMMARY, files[rundir.SUMMARY], runfiles.SUMMARY, problems)
+    status = _json(run_dir, rundir.STATUS, files[rundir.STATUS], runfiles.STATUS, problems)
     if summary is None and status is None:
         return None, None
     summary, status = summary or {}, status or {}
@@ -177,7 +176,7 @@ def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | N
         row[C.data(domain)] = digest
     for key in SUMMARY_FIELDS:
         row[key] = summary.get(key)
-    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS],
+    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "path": run_dir, "lines": files[rundir.METRICS],
                  "downstream": files[rundir.DOWNSTREAM]}
 
 
@@ -256,31 +255,35 @@ CURVE_SCHEMA = pa.schema([("step", pa.int64()), ("tokens", pa.int64()), ("phase"
                           ("event", pa.string())])
 
 
-def _curves_table(sources: list[dict], keep: set) -> pd.DataFrame:
+def _curves_table(sources: list[dict], keep: set, problems: list[str]) -> pd.DataFrame:
     """All metrics.jsonl rows in one table. The files are parsed together by pyarrow's JSON reader
-    (one C++ pass instead of a Python dict per row); a file that does not parse falls back to Python."""
-    blobs, ids, sweeps, counts = [], [], [], []
+    (one C++ pass instead of a Python dict per row); when that fails, or leaves a row without its step or
+    domain, every file is parsed in Python, which names the lines it leaves out."""
+    raws, blobs, ids, sweeps, paths, counts = [], [], [], [], [], []
     for src in sources:
         data = src["lines"]
         if not data or (src[C.SWEEP], src[C.RUN_ID]) not in keep:
             continue
         # Whole files, joined: rows per file = newlines, checked against the parsed total below.
+        raws.append(data)
         blobs.append(data if data.endswith(b"\n") else data + b"\n")
         ids.append(src[C.RUN_ID])
         sweeps.append(src[C.SWEEP])
+        paths.append(os.path.join(src["path"], rundir.METRICS))
         counts.append(blobs[-1].count(b"\n"))
     try:
         if not blobs:
             raise pa.ArrowInvalid("no rows")
         table = pa_json.read_json(io.BytesIO(b"".join(blobs)), parse_options=pa_json.ParseOptions(
             explicit_schema=CURVE_SCHEMA, unexpected_field_behavior="ignore"))
-        if table.num_rows != sum(counts):
-            raise pa.ArrowInvalid("blank lines: rows do not line up with files")
+        if table.num_rows != sum(counts) or table["step"].null_count or table["domain"].null_count:
+            raise pa.ArrowInvalid("blank lines or rows that are not metrics rows")
         curves = table.select(list(CURVE_FIELDS)).to_pandas()
-    except pa.ArrowInvalid:  # a torn line, a NaN loss, blank lines or no rows: parse file by file in Python
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a torn line, a NaN loss, a hostile line: file by file in Python
         rows = []
-        for i, blob in enumerate(blobs):
-            parsed = _jsonl(blob)
+        for i, (raw, path) in enumerate(zip(raws, paths)):
+            parsed, bad = runfiles.rows(path, raw, runfiles.METRICS_ROW)
+            problems += bad
             rows += parsed
             counts[i] = len(parsed)
         curves = pd.DataFrame.from_records(rows, columns=list(CURVE_FIELDS))
@@ -291,29 +294,20 @@ def _curves_table(sources: list[dict], keep: set) -> pd.DataFrame:
     return curves
 
 
-def _downstream_table(sources: list[dict], keep: set) -> pd.DataFrame:
+def _downstream_table(sources: list[dict], keep: set, problems: list[str]) -> pd.DataFrame:
     """Every downstream.jsonl row (few per run: parsed in Python), tagged with its run."""
-    rows = [{C.RUN_ID: src[C.RUN_ID], C.SWEEP: src[C.SWEEP], **{k: r.get(k) for k in DOWNSTREAM_FIELDS}}
-            for src in sources if src["downstream"] and (src[C.SWEEP], src[C.RUN_ID]) in keep
-            for r in _jsonl(src["downstream"])]
+    rows = []
+    for src in sources:
+        if src["downstream"] and (src[C.SWEEP], src[C.RUN_ID]) in keep:
+            parsed, bad = runfiles.rows(os.path.join(src["path"], rundir.DOWNSTREAM), src["downstream"],
+                                        runfiles.DOWNSTREAM_ROW)
+            problems += bad
+            rows += [{C.RUN_ID: src[C.RUN_ID], C.SWEEP: src[C.SWEEP], **{k: r.get(k) for k in DOWNSTREAM_FIELDS}}
+                     for r in parsed]
     table = pd.DataFrame.from_records(rows, columns=[C.RUN_ID, C.SWEEP, *DOWNSTREAM_FIELDS])
     for k in ("step", "tokens", "value", "stderr"):
         table[k] = pd.to_numeric(table[k], errors="coerce")
     return table
-
-
-def _jsonl(data: bytes) -> list[dict]:
-    lines = [ln for ln in data.split(b"\n") if ln.strip()]
-    try:  # one parse per file is several times faster than one per line
-        return json.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:  # a torn last line from a run that is still writing: keep the good lines
-        out = []
-        for ln in lines:
-            try:
-                out.append(json.loads(ln))
-            except ValueError:
-                pass
-        return out
 
 
 def _column_order(cols, coords: list[str]) -> list[str]:

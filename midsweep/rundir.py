@@ -169,9 +169,24 @@ def _parse_jsonl(text: str) -> tuple[list[dict], int]:
 
 
 def run_dirs(sweep_dir: Path) -> list[Path]:
-    """The run directories of a sweep directory (named by 12-hex-character run ids), sorted."""
+    """The run directories of a sweep directory (directories named by 12-hex-character run ids), sorted. A symlink
+    is not one: the engine never makes one, and reading through it would report another directory's run."""
     root = Path(sweep_dir)
-    return sorted(p for p in root.iterdir() if p.is_dir() and RUN_ID.match(p.name)) if root.is_dir() else []
+    return sorted(p for p in root.iterdir()
+                  if RUN_ID.match(p.name) and p.is_dir() and not p.is_symlink()) if root.is_dir() else []
+
+
+def strays(sweep_dir: Path) -> list[Path]:
+    """Entries of a sweep directory named like a run that are not a run directory (a symlink, a file), sorted."""
+    root = Path(sweep_dir)
+    return sorted(p for p in root.iterdir()
+                  if RUN_ID.match(p.name) and (p.is_symlink() or not p.is_dir())) if root.is_dir() else []
+
+
+def stray(path: Path) -> str:
+    """The problem line of a ``strays`` entry."""
+    kind = f"a symlink to {os.readlink(path)}" if path.is_symlink() else "not a directory"
+    return f"{path} is named like a run but is {kind}; ignored. Fix: remove it (a run directory is a plain directory)"
 
 
 # ---- checkpoints (their content is midsweep.train.checkpoint's)

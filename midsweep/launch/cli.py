@@ -46,6 +46,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(json.dumps(row))
         else:
             print(status.table(shown))
+        unusable = status.problems(args.sweep_dir, rows)
+        if unusable:
+            print(f"{len(unusable)} file(s) could not be used (the runs are shown from the rest):",
+                  file=sys.stderr if args.json else sys.stdout)
+            for problem in unusable:
+                print(f"  - {problem}", file=sys.stderr if args.json else sys.stdout)
         if not args.watch or all(r.state in ("done", "failed") for r in rows):
             return 0
         if not args.json:

@@ -41,17 +41,17 @@ class RunProgress:
     """The run's whole duration: its wall time when done, else projected from its rate."""
 
 
-def of_run(run_dir: Path, state: str, now: Optional[float] = None) -> RunProgress:
-    """The progress of the run in ``run_dir``, whose state (``midsweep.launch.status``) is ``state``."""
+def of_run(st: dict, summary: dict, state: str, now: Optional[float] = None) -> RunProgress:
+    """The progress of a run from its status.json and summary.json (checked: ``midsweep.runfiles``), whose state
+    (``midsweep.launch.status``) is ``state``."""
     now = time.time() if now is None else now
-    st = rundir.read_status(run_dir) or {}
     p = RunProgress(total_steps=st.get("total_steps"), tok_per_s=st.get("tok_per_s"))
     if st.get("updated"):
         p.heartbeat_age_s = max(0.0, now - calendar.timegm(time.strptime(st["updated"], "%Y-%m-%dT%H:%M:%SZ")))
         p.stale = state == "running" and p.heartbeat_age_s > rundir.STALE_AFTER_S
     step, eta = st.get("step"), st.get("eta_s")
     if state == "done":
-        p.eta_s, p.run_s = 0.0, (rundir.read_summary(run_dir) or {}).get("wall_time_s")
+        p.eta_s, p.run_s = 0.0, summary.get("wall_time_s")
     elif eta is not None:
         # a stale run keeps its last estimate: what it has left once restarted
         p.eta_s = max(0.0, eta - (p.heartbeat_age_s or 0.0)) if state == "running" and not p.stale else eta
@@ -60,13 +60,14 @@ def of_run(run_dir: Path, state: str, now: Optional[float] = None) -> RunProgres
     return p
 
 
-def varying_coords(run_dirs: dict[str, Path], overrides: dict[str, list]) -> dict[str, dict]:
+def varying_coords(run_dirs: dict[str, Path], overrides: dict[str, list],
+                   summaries: dict[str, dict]) -> dict[str, dict]:
     """{run id: {key: value}} for the sweep coordinates whose values differ between the runs.
 
-    A run's coordinates are its summary's ``coords``; a run without a summary yet takes the same keys from its
-    config.yaml. Keys set on the command line (``overrides``) count too, so that a grid's axes show before
-    any run has written a summary."""
-    coords = {rid: (rundir.read_summary(d) or {}).get("coords") for rid, d in run_dirs.items()}
+    A run's coordinates are its summary's ``coords`` (``summaries``: each run's checked summary.json); a run
+    without them takes the same keys from its config.yaml. Keys set on the command line (``overrides``) count
+    too, so that a grid's axes show before any run has written a summary."""
+    coords = {rid: summaries[rid].get("coords") for rid in run_dirs}
     keys = set().union(*(c for c in coords.values() if c))
     keys |= {o.split("=", 1)[0].lstrip("+~") for over in overrides.values() for o in over if "=" in o}
     for rid, c in coords.items():
