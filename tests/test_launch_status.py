@@ -72,3 +72,43 @@ def test_a_copied_sweep_reports_its_own_runs_not_the_directories_its_manifest_re
     assert (row.state, row.step, row.log) == ("done", 40, str(copy / run.name / "train.log"))
     (row,) = status.collect(original, query=lambda ids: {})
     assert (row.state, row.step) == ("running", 3)
+
+
+def test_a_fork_cancelled_because_its_parent_was_killed_names_the_parent_and_its_dead_job(tmp_path):
+    parent = make_run(tmp_path, "f00000000001", {"status": "running", "step": 40, "slurm_job_id": "60_0"})
+    fork = tmp_path / "f00000000002"  # never started: SLURM cancelled it (afterok on the parent's job)
+    manifest.update(tmp_path, {
+        parent.name: manifest.entry([], parent, "new", job_id="60_0"),
+        fork.name: manifest.entry([], fork, "new", job_id="61_0", prefix={"parent": parent.name, "step": 20})})
+    jobs = {"60_0": {"state": "FAILED", "reason": "0:9"}, "61_0": {"state": "CANCELLED", "reason": "0:0"}}
+    rows = {r.run_id: r for r in status.collect(tmp_path, query=lambda ids: jobs)}
+    assert rows[parent.name].state == "failed" and "SLURM job 60_0 ended FAILED" in rows[parent.name].reason
+    assert rows[fork.name].state == "failed"
+    assert rows[fork.name].reason.startswith(f"forks from run {parent.name} at step 20, which failed: SLURM job 60_0 "
+                                             "ended FAILED (exit code 0:9) at step 40")
+
+
+def test_fork_of_is_what_the_run_recorded_not_the_plan(tmp_path):
+    planned = {"parent": "f00000000001", "step": 100}
+    scratch = make_run(tmp_path, "f00000000003", {"status": "done", "step": 200})  # its prefix entry was deleted
+    (scratch / "summary.json").write_text(json.dumps({"contract": rundir.CONTRACT, "prefix": None}))
+    forked = make_run(tmp_path, "f00000000004", {"status": "running", "step": 120})
+    (forked / "prefix.json").write_text(json.dumps({"parent": "f00000000001", "step": 100}))
+    waiting = make_run(tmp_path, "f00000000005", {"status": "running", "step": 0})  # waits for its prefix
+    manifest.update(tmp_path, {d.name: manifest.entry([], d, "new", prefix=planned)
+                               for d in (scratch, forked, waiting)})
+    rows = {r.run_id: r.fork_of for r in status.collect(tmp_path, query=lambda ids: {})}
+    assert rows == {scratch.name: "none (planned f00000000001@100)", forked.name: "f00000000001@100",
+                    waiting.name: "f00000000001@100"}
+
+
+def test_a_symlink_named_like_a_run_is_no_run_but_a_listed_problem(tmp_path, capsys):
+    make_run(tmp_path, "f00000000006", {"status": "done", "step": 4})
+    elsewhere = tmp_path.parent / f"{tmp_path.name}_elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "f00000000007").symlink_to(elsewhere)
+    assert [r.run_id for r in status.collect(tmp_path, query=lambda ids: {})] == ["f00000000006"]
+    assert cli.main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s): 1 done" in out
+    assert f"{tmp_path / 'f00000000007'} is named like a run but is a symlink to {elsewhere}; ignored" in out

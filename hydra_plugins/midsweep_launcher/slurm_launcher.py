@@ -1,7 +1,8 @@
 """``midsweep_slurm``: hydra-submitit-launcher's SLURM launcher plus what a sweep needs.
 
 Before anything is submitted: every point is validated, finished runs are skipped, runs whose job is
-still queued or running are not submitted twice, and ``preview=true`` only prints the plan. Then the
+still queued or running are not submitted twice (two launches of one sweep at once take turns: the second sees
+the first's jobs), and ``preview=true`` only prints the plan. Then the
 points go out as one job array, the launcher pickled once for all of them (pickled_once.py);
 ``wait=false`` returns at once (the manifest tells ``midsweep status`` which job runs which run).
 Adds the ``srun_args`` and ``python`` keys missing from the 1.2.0 release.
@@ -21,6 +22,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.midsweep_launcher import common
 from hydra_plugins.midsweep_launcher.pickled_once import PickledOnce
+from midsweep import rundir
 from midsweep.launch import manifest, slurm_state
 
 log = logging.getLogger("midsweep.launch")
@@ -71,19 +73,7 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         if self.opts.get("preview"):
             gpus = (self.params.get("gpus_per_node") or 0) * (self.params.get("nodes") or 1)
             return common.show_preview(self, points, gpus, "midsweep_slurm", common.share(points))
-        self.skip_queued(points)
-        sharing = common.share(points)
-        todo = sharing.ordered(points)
-        sharing.claim()
-        tic = time.perf_counter()
-        jobs, note = self.submit(todo, sharing) if todo else ([], "nothing to submit")
-        took = time.perf_counter() - tic
-        submission_dir = os.path.abspath(str(self.config.hydra.sweep.dir))
-        fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
-                             "submission_dir": submission_dir} for p, j in zip(todo, jobs)}
-        paths = common.write_manifests(points, fields, sharing)
-        log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s ({note}); manifest: {', '.join(paths)}")
-        job_of = {p.index: j for p, j in zip(todo, jobs)}
+        job_of = self.send(points)
         returns = []
         for p in points:
             job = job_of.get(p.index)
@@ -99,19 +89,41 @@ class MidsweepSlurmLauncher(SlurmLauncher):
             log.info(f"not waiting (wait=false); follow with: midsweep status {' '.join(dirs)}")
         return returns
 
+    def send(self, points: list) -> dict[int, Any]:
+        """Submit the points no live job runs yet and record them in the manifest; {point index: job}. Under the
+        sweep's launch lock, so a launch started at the same time waits, then sees these jobs as queued."""
+        with manifest.launching(p.run_dir.parent for p in points):
+            self.skip_queued(points)
+            sharing = common.share(points)
+            todo = sharing.ordered(points)
+            sharing.claim()
+            tic = time.perf_counter()
+            jobs, note = self.submit(todo, sharing) if todo else ([], "nothing to submit")
+            took = time.perf_counter() - tic
+            submission_dir = os.path.abspath(str(self.config.hydra.sweep.dir))
+            fields = {p.run_id: {"job_id": j.job_id, "log": str(j.paths.stdout), "stderr": str(j.paths.stderr),
+                                 "submission_dir": submission_dir} for p, j in zip(todo, jobs)}
+            paths = common.write_manifests(points, fields, sharing)
+        log.info(f"submitted {len(jobs)} job(s) in {took:.2f}s ({note}); manifest: {', '.join(paths)}")
+        return {p.index: j for p, j in zip(todo, jobs)}
+
     def skip_queued(self, points: list) -> None:
-        """A run whose job from an earlier launch is still pending or running is not submitted again."""
+        """A run that a job still pending or running trains or will train is not submitted again: the job the
+        manifest names for it, or the job its status.json says trains it (the manifest may name another)."""
         wanted = [p for p in points if p.submit]
         if not wanted:
             return
         jobs = {rid: e.get("job_id") for d in {p.run_dir.parent for p in wanted}
                 for rid, e in manifest.read(d)["runs"].items() if e.get("job_id")}
-        live = slurm_state.squeue(jobs.values())
+        own = {p.run_id: (rundir.read_status(p.run_dir) or {}).get("slurm_job_id") for p in wanted}
+        live = slurm_state.squeue([j for j in (*jobs.values(), *own.values()) if j])
         for p in wanted:
-            job = live.get(str(jobs.get(p.run_id)))
-            if job and job["state"] in slurm_state.LIVE:
-                p.action, p.reason = "queued", f"job {jobs[p.run_id]} is still {job['state']}"
-                log.info(f"\t#{p.index} {p.run_id} not submitted again: {p.reason}")
+            for job_id in (own[p.run_id], jobs.get(p.run_id)):
+                job = live.get(str(job_id))
+                if job and job["state"] in slurm_state.LIVE:
+                    p.action, p.reason = "queued", f"job {job_id} is still {job['state']}"
+                    log.info(f"\t#{p.index} {p.run_id} not submitted again: {p.reason}")
+                    break
 
     def submit(self, todo: list, sharing: Any) -> tuple[list, str]:
         """Submit one job per point, the jobs aligned with ``todo``, and a note on the shared pickle. Points that

@@ -3,19 +3,26 @@
 One file per sweep directory (``train.out_dir``): ``<sweep_dir>/sweep_manifest.json``. Later launches into
 the same directory update their runs' entries and keep the others, so a grid grown by one value keeps
 one manifest; two launches at once each read, merge and write it under a lock, so neither loses the other's
-entries.
+entries, and a launch holds the sweep's launch lock from its check of what is queued until its manifest is
+written, so two launches at once never both submit a run.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from midsweep import rundir
 
+log = logging.getLogger(__name__)
+
 NAME = "sweep_manifest.json"
 LOCK = "sweep_manifest.lock"
+LAUNCH_LOCK = "sweep_launch.lock"
+"""Held by a launch from its check of what is queued until its manifest is written (``launching``)."""
 CONTRACT = 1
 
 
@@ -54,3 +61,23 @@ def update(sweep_dir: Path, runs: dict[str, dict]) -> Path:
         data["updated"] = rundir.utc_now()
         rundir.atomic_write_json(path(sweep_dir), data)
     return path(sweep_dir)
+
+
+@contextlib.contextmanager
+def launching(sweep_dirs: Iterable[Path]) -> Iterator[None]:
+    """Hold the launch lock of each sweep directory for the block, in sorted order (two launches never hold one
+    each and wait for the other). Around the check of which runs are queued, the submission and the manifest
+    update, it makes a second launch of the same sweep see the first one's jobs instead of submitting every run
+    again. The lock is the operating system's: a killed launch releases it."""
+    with contextlib.ExitStack() as held:
+        for d in sorted({Path(d) for d in sweep_dirs}):
+            d.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(d / LAUNCH_LOCK))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                log.info("another launch into %s is submitting; waiting for it, then submitting only what it did "
+                         "not", d)
+                lock.acquire()
+            held.callback(lock.release)
+        yield
