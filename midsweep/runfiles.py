@@ -46,6 +46,10 @@ def _numbers(v) -> bool:
     return isinstance(v, dict) and all(_number(x) or x is None for x in v.values())
 
 
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
 def _prefix(v) -> bool:
     return isinstance(v, dict) and _int(v.get("step")) and (v.get("parent") is None or _str(v.get("parent")))
 
@@ -69,6 +73,15 @@ SUMMARY: dict[str, Check] = {
 """summary.json: what each field may hold (null is allowed for every field)."""
 PREFIX: dict[str, Check] = {"step": (_int, "an integer"), "parent": (_str, "a run id")}
 """prefix.json (a fork's record of the prefix it started from)."""
+MANIFEST: dict[str, Check] = {"contract": (_int, "an integer"), "runs": (_object, "an object {run id: entry}"),
+                              "updated": (_str, "text")}
+"""sweep_manifest.json (``midsweep.launch.manifest``)."""
+MANIFEST_ENTRY: dict[str, Check] = {
+    "overrides": (_strings, "a list of overrides"), "run_dir": (_str, "text"), "action": (_str, "text"),
+    "job_id": (_str, "a SLURM job id"), "log": (_str, "text"), "stderr": (_str, "text"),
+    "submission_dir": (_str, "text"), "prefix": (_prefix, 'an object with an integer "step"'),
+    "launched": (_str, "text")}
+"""One run's entry in sweep_manifest.json."""
 
 
 @dataclass
@@ -87,6 +100,11 @@ def parse(path: str, raw: bytes, fields: dict[str, Check]) -> Read:
         return Read(None, [f"{path} is not valid JSON ({e}); ignored. {FIX}"])
     if not isinstance(obj, dict):
         return Read(None, [f"{path} holds a JSON {type(obj).__name__}, not an object; ignored. {FIX}"])
+    return check(path, obj, fields)
+
+
+def check(where: str, obj: dict, fields: dict[str, Check]) -> Read:
+    """``obj`` less the fields that hold something else than ``fields`` says, named in one problem line."""
     data, wrong = {}, []
     for key, value in obj.items():
         check = fields.get(key)
@@ -96,7 +114,7 @@ def parse(path: str, raw: bytes, fields: dict[str, Check]) -> Read:
             wrong.append(f"{key!r} is {_show(value)}, not {check[1]}")
     if not wrong:
         return Read(data)
-    return Read(data, [f"{path}: {'; '.join(wrong)}; {'that field is' if len(wrong) == 1 else 'those fields are'} "
+    return Read(data, [f"{where}: {'; '.join(wrong)}; {'that field is' if len(wrong) == 1 else 'those fields are'} "
                        f"ignored. {FIX}"])
 
 

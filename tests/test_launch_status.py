@@ -112,3 +112,20 @@ def test_a_symlink_named_like_a_run_is_no_run_but_a_listed_problem(tmp_path, cap
     out = capsys.readouterr().out
     assert "1 run(s): 1 done" in out
     assert f"{tmp_path / 'f00000000007'} is named like a run but is a symlink to {elsewhere}; ignored" in out
+
+
+def test_a_damaged_manifest_is_listed_and_its_runs_still_shown(tmp_path, capsys):
+    run = make_run(tmp_path, "f00000000008", {"status": "running", "step": 3})
+    other = make_run(tmp_path, "f00000000009", {"status": "done", "step": 4})
+    (tmp_path / manifest.NAME).write_text(json.dumps({"runs": {
+        run.name: {"overrides": "w=1", "prefix": "abc", "job_id": "7_0"}, other.name: 5, "../etc": {}}}))
+    rows = {r.run_id: r for r in status.collect(tmp_path, query=lambda ids: {})}
+    assert {rid: r.state for rid, r in rows.items()} == {run.name: "running", other.name: "done"}
+    assert (rows[run.name].job_id, rows[run.name].fork_of) == ("7_0", None)
+    assert cli.main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"run {run.name}: 'overrides' is \"w=1\", not a list of overrides; 'prefix' is \"abc\"" in out
+    assert f"entry '{other.name}' is not a run id with an object" in out and "entry '../etc'" in out
+    (tmp_path / manifest.NAME).write_text("[]")
+    assert cli.main(["status", str(tmp_path)]) == 0
+    assert "sweep_manifest.json holds a JSON list, not an object" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Optional
 
 from filelock import FileLock, Timeout
 
-from midsweep import rundir
+from midsweep import rundir, runfiles
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,23 @@ def path(sweep_dir: Path) -> Path:
     return Path(sweep_dir) / NAME
 
 
-def read(sweep_dir: Path) -> dict:
-    data = rundir.read_json(path(sweep_dir)) or {}
-    return {"contract": CONTRACT, "runs": {}, **data}
+def read(sweep_dir: Path, problems: Optional[list[str]] = None) -> dict:
+    """The sweep's manifest ({"runs": {}} when there is none). An entry or field that is not what ``entry`` writes
+    (a damaged or hand-edited file) is left out, and named in ``problems`` when given."""
+    where = str(path(sweep_dir))
+    got = runfiles.read(where, runfiles.MANIFEST)
+    data, found = got.data or {}, got.problems
+    runs = {}
+    for run_id, e in (data.get("runs") or {}).items():
+        if not rundir.RUN_ID.match(run_id) or not isinstance(e, dict):
+            found.append(f"{where}: entry {run_id!r} is not a run id with an object; ignored")
+            continue
+        checked = runfiles.check(f"{where}: run {run_id}", e, runfiles.MANIFEST_ENTRY)
+        runs[run_id] = checked.data
+        found += checked.problems
+    if problems is not None:
+        problems += found
+    return {"contract": CONTRACT, **data, "runs": runs}
 
 
 def entry(overrides: list[str], run_dir: Path, action: str, job_id: Optional[str] = None,

@@ -163,7 +163,9 @@ def _name_failed_parents(rows: list[RunState], files: dict, runs: dict) -> None:
 
 def problems(sweep_dir: Path, rows: list[RunState]) -> list[str]:
     """What could not be used: each run's unusable files, and entries named like a run that are not one."""
-    return [p for r in rows for p in r.problems] + [rundir.stray(p) for p in rundir.strays(sweep_dir)]
+    found: list[str] = []
+    manifest.read(sweep_dir, found)
+    return found + [p for r in rows for p in r.problems] + [rundir.stray(p) for p in rundir.strays(sweep_dir)]
 
 
 def table(rows: list[RunState]) -> str:
