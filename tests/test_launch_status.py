@@ -3,8 +3,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from midsweep import rundir
 from midsweep.launch import cli, manifest, status
+from runner import train_cli
 
 
 def make_run(sweep: Path, run_id: str, st: dict | None = None, ckpt: int | None = None) -> Path:
@@ -129,3 +132,21 @@ def test_a_damaged_manifest_is_listed_and_its_runs_still_shown(tmp_path, capsys)
     (tmp_path / manifest.NAME).write_text("[]")
     assert cli.main(["status", str(tmp_path)]) == 0
     assert "sweep_manifest.json holds a JSON list, not an object" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_fork_whose_prefix_was_deleted_trains_from_scratch_and_status_says_so(nano, tmp_path):
+    """The real engine: a grid whose second run forks from the first; the fork is deleted with the store, then
+    trained again on its own (its manifest entry still plans the fork)."""
+    sweep = tmp_path / "sweep"
+    grid = ("-m", *nano, "mixture=none,introduce", "mixture.introduce_at=0.5", f"hydra.sweep.dir={tmp_path / 'h'}")
+    train_cli(*grid)
+    rows = {r.run_id: r for r in status.collect(sweep, query=lambda ids: {})}
+    (fork,) = [r for r in rows.values() if r.fork_of]
+    (parent,) = set(rows) - {fork.run_id}
+    assert fork.fork_of == f"{parent}@20"
+    shutil.rmtree(sweep / fork.run_id)
+    shutil.rmtree(sweep / "_prefixes")
+    train_cli(*nano, "mixture=introduce", "mixture.introduce_at=0.5")
+    rows = {r.run_id: r for r in status.collect(sweep, query=lambda ids: {})}
+    assert (rows[fork.run_id].state, rows[fork.run_id].fork_of) == ("done", f"none (planned {parent}@20)")
