@@ -40,10 +40,13 @@ def damage(runs):
     st = json.loads((paths[6] / "status.json").read_text())
     (paths[6] / "status.json").write_text(json.dumps({**st, "step": "abc", "updated": "yesterday",
                                                       "tok_per_s": "fast", "eta_s": [1], "total_steps": "x"}))
+    row = {"step": 8, "tokens": 4096, "task": "arc_easy", "metric": "acc", "filter": "none", "value": 0.5,
+           "stderr": 0.01, "num_fewshot": 0}
+    (paths[7] / "downstream.jsonl").write_text(json.dumps(row) + "\n42\n" + json.dumps({**row, "value": "x"}) + "\n")
     return {paths[0]: ("summary.json", "JSON list"), paths[1]: ("status.json", "JSON list"),
             paths[2]: ("summary.json", "'coords'"), paths[3]: ("metrics.jsonl", "3 line(s)"),
             paths[4]: ("metrics.jsonl", "1 line(s)"), paths[5]: ("summary.json", "cannot read"),
-            paths[6]: ("status.json", "'step'")}
+            paths[6]: ("status.json", "'step'"), paths[7]: ("downstream.jsonl", "2 line(s)")}
 
 
 @pytest.fixture
@@ -66,6 +69,7 @@ def test_analysis_lists_each_damaged_file_and_analyses_the_rest(damaged):
         if name == "metrics.jsonl":
             bad = 3 if "3 line(s)" in broken[path][1] else 1
             assert curves[path.name] == metrics_rows[path.name] - bad
+    assert list(sweep.downstream[C.RUN_ID]) == [list(broken)[7].name]  # its valid row
     coords = sweep.runs.set_index(C.RUN_ID).loc[list(broken)[2].name]
     assert coords[C.INTRODUCE_AT] in TIMES  # coordinates taken from config.yaml instead of the bad field
 
@@ -87,6 +91,6 @@ def test_status_lists_each_damaged_file_and_shows_every_run(damaged, capsys):
     assert cli.main(["status", str(d)]) == 0
     out = capsys.readouterr().out
     for path, (name, _) in broken.items():
-        if name != "metrics.jsonl":  # status does not read the metrics
+        if not name.endswith(".jsonl"):  # status does not read the metrics
             assert f"{path}/{name}" in out, out
     assert "Traceback" not in out

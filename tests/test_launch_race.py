@@ -81,3 +81,18 @@ def test_status_believes_the_job_a_run_says_trains_it_over_the_manifests(tmp_pat
     jobs = {"56_0": {"state": "PENDING", "reason": "Priority"}, "55_0": {"state": "FAILED", "reason": "0:9"}}
     (row,) = status.collect(sweep, query=lambda ids: {j: jobs[j] for j in ids if j in jobs})
     assert (row.state, row.job_id, row.reason) == ("pending", "56_0", "Priority")
+
+
+def test_a_relaunch_does_not_resubmit_a_run_whose_own_job_is_live_while_the_manifest_names_another(tmp_path,
+                                                                                                   monkeypatch):
+    slurm = FakeSlurm()
+    slurm.queue = {"55_0": {"state": "RUNNING", "reason": None}}
+    monkeypatch.setattr(slurm_state, "squeue", slurm.squeue)
+    sweep = tmp_path / "sweep"
+    first, *rest = points(sweep)
+    manifest.update(sweep, {first.run_id: manifest.entry([], first.run_dir, "new", job_id="56_0")})  # ended
+    rundir.atomic_write_json(first.run_dir / "status.json", {"contract": rundir.CONTRACT, "status": "running",
+                                                             "step": 7, "slurm_job_id": "55_0"})
+    launcher(sweep, slurm, "57").send([first, *rest])
+    assert sorted(rid for rid, _ in slurm.submitted) == sorted(p.run_id for p in rest)
+    assert (first.action, first.reason) == ("queued", "job 55_0 is still RUNNING")
