@@ -88,6 +88,8 @@ def test_status_lists_each_damaged_file_and_shows_every_run(damaged, capsys):
     d, written, broken = damaged
     rows = status.collect(d, query=lambda ids: {})
     assert {r.run_id for r in rows} == {p.name for p in written["path"]}
+    (no_status,) = [r for r in rows if r.run_id == list(broken)[1].name]
+    assert no_status.reason == "unknown: its status.json cannot be used (listed below the table)"
     assert cli.main(["status", str(d)]) == 0
     out = capsys.readouterr().out
     for path, (name, _) in broken.items():

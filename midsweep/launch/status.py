@@ -52,13 +52,15 @@ class RunFiles:
     prefix: Optional[dict]
     """prefix.json: the shared prefix a fork started from."""
     problems: list
+    status_unusable: bool = False
+    """status.json is there but is no object (its problem is in ``problems``)."""
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunFiles":
         st, summary, prefix = (runfiles.read(run_dir / name, fields) for name, fields in (
             (rundir.STATUS, runfiles.STATUS), (rundir.SUMMARY, runfiles.SUMMARY), (store.META, runfiles.PREFIX)))
-        return cls(st.data or {}, summary.data or {}, prefix.data,
-                   st.problems + summary.problems + prefix.problems)
+        return cls(st.data or {}, summary.data or {}, prefix.data, st.problems + summary.problems + prefix.problems,
+                   status_unusable=st.data is None and bool(st.problems))
 
     def fork(self, planned: Optional[dict]) -> Optional[str]:
         """Where the run forked from: what it recorded (summary.json, else prefix.json, else none once it has
@@ -136,6 +138,8 @@ def collect(sweep_dir: Path, query: Callable[[list], dict] = slurm_state.states)
         run_dir, f = sweep_dir / run_id, files[run_id]
         job_id = job_of(f, entry, jobs)
         state, reason, log = classify(f, run_dir, job_id, entry, jobs.get(str(job_id)) if job_id else None)
+        if f.status_unusable and state == "pending":
+            reason = "unknown: its status.json cannot be used (listed below the table)"
         out.append(RunState(run_id, state, f.status.get("step"), job_id, reason, log, entry.get("overrides") or [],
                             progress=progress.of_run(f.status, f.summary, state), fork_of=f.fork(entry.get("prefix")),
                             problems=f.problems))
