@@ -62,6 +62,16 @@ def load_latest(run_dir: Path) -> tuple[int, dict] | None:
     return None
 
 
+def init_weights(path: str) -> dict:
+    """The model weights ``train.init_from`` names; a checkpoint whose bytes changed is refused, naming the fix."""
+    ckpt = resolve_init(path)
+    try:
+        return load(ckpt, with_optimizer=False)["model"]
+    except rundir.CorruptCheckpoint as err:
+        raise rundir.CorruptCheckpoint(f"train.init_from={path}: {err}. Fix: point it at another of that run's "
+                                       "checkpoints (checkpoints/step_XXXXXXXX directories)") from None
+
+
 def resolve_init(path: str) -> Path:
     """``train.init_from``: a run directory (its newest complete checkpoint) or a checkpoint directory."""
     p = Path(path)
