@@ -70,7 +70,7 @@ def export(run_dir: Path, out_dir: Path, step: Optional[int] = None) -> Exported
         state = checkpoint.load(rundir.checkpoint_dir(run_dir, step), with_optimizer=False)["model"]
     except rundir.CorruptCheckpoint as err:  # its bytes differ from what training wrote: never exported
         others = [s for s in rundir.complete_steps(run_dir) if s != step]
-        fix = f"export another step with --step (checkpoints: {others})" if others else "retrain the run"
+        fix = f"pick another step (complete checkpoints: {others})" if others else "retrain the run"
         raise ExportError(f"{err}: not exported. Fix: {fix}") from None
     tokenizer = load_tokenizer(run.data.tokenizer)
     if run.model.backend == "hf":

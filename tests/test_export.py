@@ -97,7 +97,7 @@ def test_export_refuses_a_checkpoint_whose_bytes_changed(runs, tmp_path):
     run = shutil.copytree(runs["neox"], tmp_path / runs["neox"].name)  # copies: the fixture's files stay intact
     flip_bytes(rundir.checkpoint_dir(run, 5) / "model.pt")
     with pytest.raises(SystemExit, match=r"step_00000005 is corrupt \(checksum mismatch in model.pt\): not exported\. "
-                                         r"Fix: export another step with --step \(checkpoints: \[10\]\)"):
+                                         r"Fix: pick another step \(complete checkpoints: \[10\]\)"):
         midsweep(["export", str(run), str(tmp_path / "hf"), "--step", "5"])
     assert not (tmp_path / "hf").exists()
 
