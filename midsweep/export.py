@@ -66,8 +66,13 @@ def export(run_dir: Path, out_dir: Path, step: Optional[int] = None) -> Exported
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = load_run(run_dir)
     step = checkpoint_steps(run_dir, [step] if step is not None else None)[-1]
+    try:
+        state = checkpoint.load(rundir.checkpoint_dir(run_dir, step), with_optimizer=False)["model"]
+    except rundir.CorruptCheckpoint as err:  # its bytes differ from what training wrote: never exported
+        others = [s for s in rundir.complete_steps(run_dir) if s != step]
+        fix = f"pick another step (complete checkpoints: {others})" if others else "retrain the run"
+        raise ExportError(f"{err}: not exported. Fix: {fix}") from None
     tokenizer = load_tokenizer(run.data.tokenizer)
-    state = checkpoint.load(rundir.checkpoint_dir(run_dir, step), with_optimizer=False)["model"]
     if run.model.backend == "hf":
         wrapper = build_model(run.model, tokenizer.vocab_size)
         wrapper.load_state_dict(state)

@@ -9,11 +9,13 @@ files are appended to, and a line torn by a kill is dropped when read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -36,7 +38,11 @@ DOWNSTREAM = "downstream.jsonl"
 """lm-evaluation-harness results (``midsweep evaluate``): one row per step, task and metric (midsweep.downstream)."""
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
-"""Marker file written last into a checkpoint directory: only checkpoints that have it count."""
+"""Marker file written last into a checkpoint directory: only checkpoints that have it count. It records the step
+and the sha256 of each file as written (JSON), checked before the checkpoint is loaded or published; an older
+midsweep's marker holds the step only, and its checkpoint is loaded unchecked."""
+CORRUPT = ".corrupt"
+"""Suffix of a checkpoint directory set aside because its files differ from what was written."""
 LOCK = "run.lock"
 """Locked (filelock) by the process training the run, for the run's life."""
 LOCK_HOLDER = "run.lock.json"
@@ -209,6 +215,64 @@ def complete_steps(run_dir: Path) -> list[int]:
 def latest_checkpoint(run_dir: Path) -> Optional[int]:
     steps = complete_steps(run_dir)
     return steps[-1] if steps else None
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint whose files differ from what was written (a flipped bit, a truncated or replaced file)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mark_complete(ckpt: Path, step: int, sums: Optional[dict] = None) -> None:
+    """Write the COMPLETE marker of checkpoint directory ``ckpt``, last: the step and the sha256 of each file
+    (``sums`` by file name where they are known already, else read now)."""
+    if sums is None:
+        sums = {p.name: sha256_file(p) for p in sorted(Path(ckpt).iterdir()) if p.is_file() and p.name != COMPLETE}
+    atomic_write_json(Path(ckpt) / COMPLETE, {"step": step, "sha256": sums})
+
+
+def checkpoint_problem(ckpt: Path, names: Optional[Iterable[str]] = None,
+                       digests: Optional[dict] = None) -> Optional[str]:
+    """Why files ``names`` (default: all recorded) of checkpoint ``ckpt`` differ from what was written (a changed
+    or missing file, an unreadable marker), or None when they match or the marker records no checksums (an
+    older midsweep's). ``digests``: their sha256 computed already, by name (not read again)."""
+    text = (Path(ckpt) / COMPLETE).read_text(encoding="utf-8", errors="replace").strip()
+    if text.isdigit():
+        return None
+    try:
+        sums = json.loads(text)["sha256"]
+    except (ValueError, TypeError, KeyError):
+        sums = None
+    if not isinstance(sums, dict):
+        return f"unreadable {COMPLETE} marker {text[:40]!r}"
+    for name in sorted(sums) if names is None else names:
+        path = Path(ckpt) / name
+        if name not in sums or not path.is_file():
+            return f"{name} {'missing' if name in sums else 'not recorded'}"
+        if (digests[name] if digests and name in digests else sha256_file(path)) != sums[name]:
+            return f"checksum mismatch in {name}"
+    return None
+
+
+def sound_checkpoint(run_dir: Path) -> Optional[int]:
+    """The newest complete checkpoint whose files are as written. Each newer one is set aside with a warning
+    (renamed ``step_XXXXXXXX.corrupt``, kept for inspection), so that nothing resumes from it."""
+    for step in reversed(complete_steps(run_dir)):
+        path = checkpoint_dir(run_dir, step)
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return step
+        aside = path.with_name(path.name + CORRUPT)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+        log.warning("checkpoint %s is corrupt (%s): set aside as %s, not resumed from", path, problem, aside.name)
+    return None
 
 
 # ---- the run lock

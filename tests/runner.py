@@ -1,4 +1,4 @@
-"""Run the engine as users do: ``python -m midsweep.train`` in a real process."""
+"""Run the engine as users do: ``python -m midsweep.train`` in a real process; damage its files as a disk can."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,3 +13,12 @@ def train_cli(*overrides: str, check: bool = True, timeout: int = 600, **popen) 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def flip_bytes(path: Path, n: int = 64) -> None:
+    """Invert ``n`` bytes in the middle of ``path`` in place (its inode, so every hard link sees the change)."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        chunk = f.read(n)
+        f.seek(-len(chunk), 1)
+        f.write(bytes(b ^ 0xFF for b in chunk))

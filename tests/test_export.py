@@ -1,11 +1,12 @@
 """midsweep export: a trained run's checkpoints load in transformers and compute the built-in model's logits;
 the weight map between the two is one table, exact in both directions."""
 import json
+import shutil
 
 import pytest
 import torch
 
-from runner import train_cli
+from runner import flip_bytes, train_cli
 from midsweep import rundir
 from midsweep.config.model import ModelConfig
 from midsweep.launch.cli import main as midsweep
@@ -89,3 +90,14 @@ def test_export_errors_name_the_fix(runs, tmp_path):
         midsweep(["export", str(runs["neox"]), str(tmp_path / "a"), "--step", "7"])
     with pytest.raises(SystemExit, match="not a run directory"):
         midsweep(["export", str(tmp_path), str(tmp_path / "b")])
+
+
+@pytest.mark.slow
+def test_export_refuses_a_checkpoint_whose_bytes_changed(runs, tmp_path):
+    run = shutil.copytree(runs["neox"], tmp_path / runs["neox"].name)  # copies: the fixture's files stay intact
+    flip_bytes(rundir.checkpoint_dir(run, 5) / "model.pt")
+    with pytest.raises(SystemExit, match=r"step_00000005 is corrupt \(checksum mismatch in model.pt\): not exported\. "
+                                         r"Fix: pick another step \(complete checkpoints: \[10\]\)"):
+        midsweep(["export", str(run), str(tmp_path / "hf"), "--step", "5"])
+    assert not (tmp_path / "hf").exists()
+

@@ -12,7 +12,7 @@ import pytest
 
 from midsweep import rundir
 from midsweep.sharing import store
-from runner import REPO, train_cli
+from runner import REPO, flip_bytes, train_cli
 
 # 20 steps of 8 x 64 tokens, evaluated every 5 steps
 BASE = ("experiment=nano_test", "train.tokens=10240", "eval.every_tokens=2560")
@@ -105,6 +105,41 @@ def test_a_corrupt_prefix_is_detected_retrained_and_published_again(trunk, scrat
     assert rundir.read_summary(forked)["prefix"] is None
     again = _entry(tmp_path, 10)
     assert store.problem(again) is None and again.meta["run_id"] == forked.name  # republished by the fork
+
+
+def test_a_fork_never_resumes_from_bytes_that_differ_from_what_was_written(trunk, scratch, tmp_path):
+    shutil.copytree(trunk / store.STORE, tmp_path / store.STORE)
+    train_many((tmp_path, *INTRO))
+    forked = the_run(tmp_path, *INTRO)
+    fork_step = rundir.checkpoint_dir(forked, 10)
+
+    def killed_after_its_fork_step() -> None:  # only the checkpoint of the fork step is left
+        for step in rundir.complete_steps(forked):
+            if step > 10:
+                shutil.rmtree(rundir.checkpoint_dir(forked, step))
+        for name in (rundir.SUMMARY, rundir.STATUS):
+            (forked / name).unlink()
+
+    # the entry's bytes change: the fork's own step_10 holds the same inodes, so it retrains the prefix
+    killed_after_its_fork_step()
+    model = _entry(tmp_path, 10).path / store.CHECKPOINT / "model.pt"
+    assert model.stat().st_ino == (fork_step / "model.pt").stat().st_ino
+    flip_bytes(model)
+    (proc,) = train_many((tmp_path, *INTRO))
+    assert f"checkpoint {fork_step} is corrupt (checksum mismatch in model.pt)" in proc.stdout
+    assert "resuming" not in proc.stdout and "forking from prefix" not in proc.stdout
+    assert "is corrupt (checksum mismatch in checkpoint/model.pt)" in proc.stdout  # the entry is retrained
+    same_records(forked, scratch["intro"])
+    assert rundir.read_summary(forked)["prefix"] is None and not (forked / store.META).exists()
+    # only the fork's own copy changes: it takes the prefix (republished by itself above) from the store again
+    killed_after_its_fork_step()
+    for f in list(fork_step.iterdir()):  # copies: inodes of its own
+        Path(shutil.copy(f, f.with_name(f.name + ".copy"))).replace(f)
+    flip_bytes(fork_step / "model.pt")
+    (proc,) = train_many((tmp_path, *INTRO))
+    assert f"checkpoint {fork_step} is corrupt (checksum mismatch in model.pt)" in proc.stdout
+    assert "forking from prefix" in proc.stdout and "resuming" in proc.stdout and "from step 10" in proc.stdout
+    same_records(forked, scratch["intro"])
 
 
 def _entry(sweep: Path, step: int) -> store.Entry:

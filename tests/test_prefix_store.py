@@ -6,6 +6,7 @@ import pytest
 
 from midsweep import rundir
 from midsweep.sharing import store
+from runner import flip_bytes
 
 STATIC = "a" * 64
 
@@ -15,7 +16,7 @@ def checkpoint(tmp_path, step=10):
     ckpt.mkdir(parents=True)
     for name in ("model.pt", "optim.pt", "state.pt"):
         (ckpt / name).write_bytes(os.urandom(1000))
-    (ckpt / rundir.COMPLETE).write_text(str(step))
+    rundir.mark_complete(ckpt, step)
     return ckpt
 
 
@@ -43,6 +44,20 @@ def test_a_published_entry_links_the_checkpoint_and_verifies(tmp_path):
     store.link_checkpoint(entry, dest)
     assert rundir.complete_steps(tmp_path / "fork") == [10] and (dest / "optim.pt").read_bytes() == \
         (ckpt / "optim.pt").read_bytes()
+
+
+def test_a_checkpoint_whose_bytes_changed_is_not_published_and_a_forks_copy_is_checked_like_its_own(tmp_path):
+    root, ckpt = tmp_path / store.STORE, checkpoint(tmp_path)
+    flip_bytes(ckpt / "optim.pt")  # after it was written, before it is published
+    with pytest.raises(rundir.CorruptCheckpoint, match="checksum mismatch in optim.pt"):
+        publish(root, ckpt)
+    assert store.entries(root, STATIC) == [] and [p.name for p in root.glob("*/.tmp-*")] == []
+    entry = publish(root, checkpoint(tmp_path / "again"))
+    dest = rundir.checkpoint_dir(tmp_path / "fork", 10)
+    store.link_checkpoint(entry, dest)
+    assert rundir.checkpoint_problem(dest) is None
+    flip_bytes(entry.path / store.CHECKPOINT / "model.pt")  # the same inode as the fork's model.pt
+    assert rundir.checkpoint_problem(dest) == "checksum mismatch in model.pt"
 
 
 def test_a_publish_that_dies_midway_leaves_no_entry(tmp_path):

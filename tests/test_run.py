@@ -142,7 +142,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):
     (run / "checkpoints" / "step_00000040" / "model.pt").write_bytes(b"garbage")
     proc = train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
     log = proc.stdout + proc.stderr
-    assert "skipping unreadable checkpoint" in log
+    assert "step_00000040 is corrupt (checksum mismatch in model.pt): set aside as step_00000040.corrupt" in log
     assert "resuming" in log and "from step 30" in log
     assert json.loads(status.read_text())["status"] == "done"
 

@@ -20,7 +20,6 @@ its own copy), copied elsewhere. Torch-free: the launcher, ``midsweep gc`` and t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -149,14 +148,6 @@ def locked(store: Path, static: str, step: int, key: str) -> Iterator[None]:
         yield
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != META)
 
@@ -168,11 +159,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _checkpoint_sums(sums: dict) -> dict:
+    """The checkpoint files' part of an entry's checksums, by file name (as a checkpoint's marker has them)."""
+    prefix = CHECKPOINT + "/"
+    return {name[len(prefix):]: digest for name, digest in sums.items() if name.startswith(prefix)}
+
+
 def publish(store: Path, static: str, step: int, key: str, checkpoint: Path, metrics: Iterable[dict],
             train_rows: Iterable[dict], meta: dict) -> tuple[Optional[Entry], list[str]]:
     """Publish the checkpoint directory ``checkpoint`` (state after ``step`` steps) and the publisher's rows as
     prefix ``key``; returns the entry (None when it was published already) and the SLURM jobs its claim named
-    waiting for it (the claim is gone with the publish)."""
+    waiting for it (the claim is gone with the publish). Raises rundir.CorruptCheckpoint, publishing nothing,
+    when a checkpoint file differs from what was written."""
     final = entry_path(store, static, step, key)
     claimed = final.with_suffix(".claim")
     with locked(store, static, step, key):
@@ -186,7 +184,11 @@ def publish(store: Path, static: str, step: int, key: str, checkpoint: Path, met
                     _link_or_copy(f, tmp / CHECKPOINT / f.name)
             for name, rows in ((rundir.METRICS, metrics), (rundir.TRAIN_LOG_JSONL, train_rows)):
                 rundir.atomic_write_text(tmp / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-            sums = {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}
+            sums = {str(p.relative_to(tmp)): rundir.sha256_file(p) for p in _files(tmp)}
+            written = _checkpoint_sums(sums)
+            changed = rundir.checkpoint_problem(checkpoint, written, written)
+            if changed is not None:  # publishing it would hand forks bytes their publisher never wrote
+                raise rundir.CorruptCheckpoint(f"checkpoint {checkpoint} is corrupt ({changed})")
             rundir.atomic_write_json(tmp / META, {**meta, "static": static, "step": step, "key": key,
                                                   "sha256": sums, "published": rundir.utc_now()})
             os.rename(tmp, final)
@@ -208,7 +210,7 @@ def problem(entry: Entry) -> Optional[str]:
     if present != set(sums):
         return f"files {sorted(present ^ set(sums))} missing or unexpected"
     for name, digest in sums.items():
-        if _sha256(entry.path / name) != digest:
+        if rundir.sha256_file(entry.path / name) != digest:
             return f"checksum mismatch in {name}"
     return None
 
@@ -225,7 +227,8 @@ def remove(entry_or_path) -> None:
 
 
 def link_checkpoint(entry: Entry, dest: Path) -> None:
-    """Place the entry's checkpoint at ``dest`` (a run's checkpoints/step_XXXXXXXX), complete-marked last."""
+    """Place the entry's checkpoint at ``dest`` (a run's checkpoints/step_XXXXXXXX), complete-marked last with the
+    entry's checksums: the run checks its files against them like against those of a checkpoint it wrote."""
     dest = Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -235,7 +238,7 @@ def link_checkpoint(entry: Entry, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
-    rundir.atomic_write_text(dest / rundir.COMPLETE, str(entry.step))
+    rundir.mark_complete(dest, entry.step, _checkpoint_sums(entry.meta["sha256"]))
 
 
 def rows(entry: Entry, name: str) -> list[dict]:

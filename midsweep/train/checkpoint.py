@@ -1,8 +1,9 @@
-"""Atomic checkpoints: write a temporary directory, rename it, then mark it complete.
+"""Atomic checkpoints: write a temporary directory, rename it, then mark it complete with its files' checksums.
 
-Where checkpoints live and which count (``rundir.checkpoint_dir``, the ``COMPLETE`` marker) is
-``midsweep.rundir``'s; this module writes and reads their content (model.pt, optim.pt, state.pt). A partial or
-unreadable checkpoint is skipped with a warning, so a kill at any moment leaves the previous one usable.
+Where checkpoints live, which count and how their checksums are recorded and checked (``rundir.checkpoint_dir``,
+the ``COMPLETE`` marker) is ``midsweep.rundir``'s; this module writes and reads their content (model.pt, optim.pt,
+state.pt). A partial, unreadable or changed checkpoint is never loaded: ``load`` refuses it, ``load_latest``
+skips it with a warning, so a kill at any moment leaves the previous one usable.
 """
 from __future__ import annotations
 
@@ -17,29 +18,36 @@ from midsweep import rundir
 
 log = logging.getLogger(__name__)
 
+MODEL, OPTIMIZER, STATE = "model.pt", "optim.pt", "state.pt"
+
 
 def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) -> Path:
     final = rundir.checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(model, tmp / "model.pt")
-    torch.save(optimizer, tmp / "optim.pt")
-    torch.save(state, tmp / "state.pt")
+    torch.save(model, tmp / MODEL)
+    torch.save(optimizer, tmp / OPTIMIZER)
+    torch.save(state, tmp / STATE)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    rundir.atomic_write_text(final / rundir.COMPLETE, str(step))
+    rundir.mark_complete(final, step)
     _fsync_dir(final.parent)
     return final
 
 
 def load(path: Path, with_optimizer: bool = True) -> dict:
-    """Tensors and plain values only (``weights_only=True``): a checkpoint cannot run code."""
-    out = {"model": torch.load(path / "model.pt", map_location="cpu", weights_only=True),
-           "state": torch.load(path / "state.pt", map_location="cpu", weights_only=True)}
+    """Tensors and plain values only (``weights_only=True``): a checkpoint cannot run code. Raises
+    rundir.CorruptCheckpoint when a file to load differs from what was written."""
+    names = (MODEL, STATE, OPTIMIZER) if with_optimizer else (MODEL, STATE)
+    problem = rundir.checkpoint_problem(path, names)
+    if problem is not None:
+        raise rundir.CorruptCheckpoint(f"checkpoint {path} is corrupt ({problem})")
+    out = {"model": torch.load(path / MODEL, map_location="cpu", weights_only=True),
+           "state": torch.load(path / STATE, map_location="cpu", weights_only=True)}
     if with_optimizer:
-        out["optimizer"] = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        out["optimizer"] = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
     return out
 
 
@@ -49,9 +57,19 @@ def load_latest(run_dir: Path) -> tuple[int, dict] | None:
         path = rundir.checkpoint_dir(run_dir, step)
         try:
             return step, load(path)
-        except Exception as err:  # a truncated or corrupt file: fall back to the previous checkpoint
+        except Exception as err:  # a truncated or changed file: fall back to the previous checkpoint
             log.warning("skipping unreadable checkpoint %s (%s: %s)", path, type(err).__name__, err)
     return None
+
+
+def init_weights(path: str) -> dict:
+    """The model weights ``train.init_from`` names; a checkpoint whose bytes changed is refused, naming the fix."""
+    ckpt = resolve_init(path)
+    try:
+        return load(ckpt, with_optimizer=False)["model"]
+    except rundir.CorruptCheckpoint as err:
+        raise rundir.CorruptCheckpoint(f"train.init_from={path}: {err}. Fix: point it at another of that run's "
+                                       "checkpoints (checkpoints/step_XXXXXXXX directories)") from None
 
 
 def resolve_init(path: str) -> Path:

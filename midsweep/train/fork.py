@@ -46,7 +46,9 @@ class Sharing:
         """Before the resume, on every rank, the main process first: seed the run directory from the longest
         usable prefix longer than its own newest checkpoint. Waits while the run that publishes a longer prefix is
         training; returns ParentFailed when it failed (the caller makes every rank raise it). A corrupt prefix is
-        removed and this run claims it: it trains it and publishes it again."""
+        removed and this run claims it: it trains it and publishes it again. The run's own checkpoints newer than
+        its newest sound one are set aside first (rundir.sound_checkpoint), so that a fork whose shared bytes
+        changed takes its prefix afresh (or retrains it) instead of resuming from them."""
         if self.main:
             try:
                 self._prepare()
@@ -60,7 +62,7 @@ class Sharing:
 
     def _prepare(self) -> None:
         path = self.run_dir / store.META
-        own = rundir.latest_checkpoint(self.run_dir)
+        own = rundir.sound_checkpoint(self.run_dir)
         self.record = rundir.read_json(path) if path.exists() else None
         if self.record and (own is None or own < self.record["step"]):
             self.record = None  # written by an attempt whose checkpoints are gone: this start decides afresh
@@ -150,10 +152,14 @@ class Sharing:
                 if store.entry_path(self.store, self.sig.static, s, key).exists():
                     continue
                 meta = {"run_id": self.run.run_id(), "run_dir": str(self.run_dir.resolve())}
-                _, waiting = store.publish(
-                    self.store, self.sig.static, s, key, ckpt,
-                    [r for r in rundir.read_jsonl(self.run_dir / rundir.METRICS) if r["step"] < s],
-                    [r for r in rundir.read_jsonl(self.run_dir / rundir.TRAIN_LOG_JSONL) if r["step"] <= s], meta)
+                try:
+                    _, waiting = store.publish(
+                        self.store, self.sig.static, s, key, ckpt,
+                        [r for r in rundir.read_jsonl(self.run_dir / rundir.METRICS) if r["step"] < s],
+                        [r for r in rundir.read_jsonl(self.run_dir / rundir.TRAIN_LOG_JSONL) if r["step"] <= s], meta)
+                except rundir.CorruptCheckpoint as err:  # forks find no entry and train the prefix themselves
+                    log.warning("not publishing the prefix of step %d: %s", s, err)
+                    continue
                 slurm_jobs.start(waiting)  # the forks that wait for this prefix start now
 
     def saves(self, step: int) -> bool:

@@ -141,7 +141,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         vocab = load_tokenizer(run.data.tokenizer).vocab_size
         model = build_model(run.model, vocab)
         if run.train.init_from:
-            model.load_state_dict(checkpoint.load(checkpoint.resolve_init(run.train.init_from), False)["model"])
+            model.load_state_dict(checkpoint.init_weights(run.train.init_from))
         optimizer = _adamw(model, run, accelerator.device.type == "cuda")
         model, optimizer = accelerator.prepare(model, optimizer)
         raw = accelerator.unwrap_model(model)
@@ -260,7 +260,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         failed(f"{err}. Fix: lower optim.lr, lengthen optim.warmup or use train.precision=fp32; "
                "metrics up to this step are kept")
         raise
-    except DataChanged as err:
+    except (DataChanged, rundir.CorruptCheckpoint) as err:  # their message names the fix: rerunning does not
         failed(str(err))
         raise
     except BaseException as err:
