@@ -91,7 +91,8 @@ def analyze(args: argparse.Namespace) -> dict:
         edges = [e for e in est["edge"] if e]
         add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
                     f"which the best achievable loss stays worse than the earliest introduction's by "
-                    f"{args.margin:g} nats/token; NaN close = still open at the last time. Interval: {intervals}. "
+                    f"{args.margin:g} nats/token; `window` says it in words (an interval end `inf` = open: "
+                    f"some resamples never close; no close where no window is identified). Interval: {intervals}. "
                     + (" WARNING: " + " | ".join(edges) if edges else ""),
                     tables=[("Window close", est), ("Best weight per introduction time", best)]),
             window.draw_window(t, est, figs_dir, formats=args.formats))
