@@ -191,15 +191,14 @@ def reading(est: dict, identified: bool, last_time: float, level: float) -> str:
     through t = 1 (90% interval of the close: [0.9, open))"."""
     if not identified:
         return "no window identified (best weight at the edge of the weight grid at every time)"
-    interval = _interval_label(est) if np.isfinite(est["low"]) else ""
-    if np.isfinite(est["close"]):
-        return f"closes at t ≈ {est['close']:.3g}" + (f" {interval}" if interval else "")
-    text = f"open through t = {last_time:g}"
-    if interval:
-        return f"{text} ({level:.0%} interval of the close: {interval})"
-    if np.isinf(est["low"]):
+    closes = np.isfinite(est["close"])
+    text = f"closes at t ≈ {est['close']:.3g}" if closes else f"open through t = {last_time:g}"
+    if np.isinf(est["low"]):  # so many resamples stay open that even the lower end is open
         return f"{text} (open in {est['open_share']:.0%} of resamples)"
-    return text
+    if np.isnan(est["low"]):
+        return text
+    label = _interval_label(est)
+    return f"{text} {label}" if closes else f"{text} ({level:.0%} interval of the close: {label})"
 
 
 def interval_text(n_seeds: int, level: float, identified: bool = True) -> str:
