@@ -3,10 +3,12 @@ the truth as often as they say, and distances that do not depend on corpus size.
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from analysis_templates import engine_templates
 
 from analysis import laws, proximity, style, synthetic
+from analysis.cli import main
 from analysis.derived import add_metrics
 from analysis.load import load_sweeps
 from midsweep.data.corpora import ensure_corpus
@@ -159,3 +161,18 @@ def test_proximity_names_the_fix_for_a_missing_corpus(tmp_path):
         proximity.load_tokens(tmp_path / "missing.txt")
     with pytest.raises(FileNotFoundError, match="train.bin"):
         proximity.load_tokens(tmp_path)
+
+
+def test_the_report_of_an_engine_written_sweep_says_which_constant_is_not_identified(tmp_path_factory, tmp_path):
+    """Continued-pretraining runs (engine-format copies) whose losses follow the law with E = 2.2 on a 4 x 4
+    grid: the analysis writes E's interval as [0, > 2.2] with identified False, never a near-zero width."""
+    tpl = engine_templates(tmp_path_factory.getbasetemp())
+    true = dict(A=50.0, alpha1=0.1, alpha2=0.1, alpha3=0.002, E=2.2)
+    d = [float(x) for x in np.geomspace(1e8, 1e10, 4)]
+    synthetic.continued_sweep(tmp_path, tpl, d, d, true, noise=0.01)
+    assert main([str(tmp_path), "--bootstrap", "50", "--formats", "png"]) == 0
+    table = pd.read_csv(tmp_path / "analysis" / "reuse_law_code_tiny.csv").set_index("parameter")
+    e = table.loc["E"]
+    assert not e["identified"] and e["low"] == 0 and e["high"] > true["E"]
+    assert all(table.loc[k, "low"] <= true[k] <= table.loc[k, "high"] for k in laws.PARAMS)
+    assert "an open end: the data do not bound it, not identified" in (tmp_path / "analysis" / "report.html").read_text()
