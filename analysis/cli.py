@@ -91,7 +91,8 @@ def analyze(args: argparse.Namespace) -> dict:
         edges = [e for e in est["edge"] if e]
         add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
                     f"which the best achievable loss stays worse than the earliest introduction's by "
-                    f"{args.margin:g} nats/token; NaN close = still open at the last time. Interval: {intervals}. "
+                    f"{args.margin:g} nats/token; `window` says it in words (an interval end `inf` = open: "
+                    f"some resamples never close; no close where no window is identified). Interval: {intervals}. "
                     + (" WARNING: " + " | ".join(edges) if edges else ""),
                     tables=[("Window close", est), ("Best weight per introduction time", best)]),
             window.draw_window(t, est, figs_dir, formats=args.formats))
@@ -130,7 +131,8 @@ def analyze(args: argparse.Namespace) -> dict:
         name = f"reuse_law_{domain}_{size}"
         table_file(fit.table(), name)
         add(Section(f"Model-reuse law: {domain}, {size}", f"L(D1, D2) = A·D1^(−α1)·D2^(−α2 + α3·ln D1) + E, "
-                    f"{len(fit.data)} runs, {fit.level:.0%} {fit.method}s (estimate ± t × standard error).",
+                    f"{len(fit.data)} runs, {fit.level:.0%} {fit.method}s (the values at which the refitted cost "
+                    "stays within the t quantile; an open end: the data do not bound it, not identified).",
                     tables=[("Parameters", fit.table())]),
             laws.draw_law_fit(fit, f"({domain}, {size})", figs_dir, name, formats=args.formats))
 

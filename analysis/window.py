@@ -142,17 +142,20 @@ def close_interval(cube: np.ndarray, times, margin: float, n_boot: int = 1000, l
     closes = window_close_many(times, best, margin)
     open_share = float(np.isnan(closes).mean())
     q = (1 - level) / 2
-    ends = np.quantile(np.where(np.isnan(closes), np.inf, closes), [q, 1 - q])
+    # A resample that never closes closes after the last time (inf). Quantiles that interpolate would give
+    # NaN between two infs; order statistics keep an open end open.
+    ends = np.quantile(np.where(np.isnan(closes), np.inf, closes), [q, 1 - q], method="inverted_cdf")
     return float(ends[0]), float(ends[1]), open_share
 
 
 def window_estimates(runs: pd.DataFrame, metric: str, margin: float, n_boot: int = 1000, level: float = 0.9,
                      coords=None, seed: int = 0) -> pd.DataFrame:
-    """Per facet: where the window closes (``close``; NaN = open through the last time), its interval
-    (``low``, ``high``: NaN without one, ``high`` inf when open at the upper end), the share of resamples
-    where it stays open, ``n_seeds``, ``interval`` (how it was made, or why there is none), ``edge`` (the
-    times whose best weight is at the edge of the weight grid), the reference (earliest-time) best loss
-    and the margin."""
+    """Per facet: where the window closes (``close``; NaN = open through the last time, or no window
+    identified), its interval (``low``, ``high``: NaN without one, ``high`` inf when open at the upper end),
+    the share of resamples where it stays open, ``window`` (all of that in words), ``n_seeds``, ``interval``
+    (how it was made, or why there is none), ``edge`` (the times whose best weight is at the edge of the
+    weight grid), the reference (earliest-time) best loss and the margin. Where the best weight is at the
+    edge of the grid at every time no window is identified: no close and no interval."""
     if metric not in runs:
         runs = add_metrics(runs, coords)
     table = heatmap_table(runs, metric, coords)
@@ -163,15 +166,17 @@ def window_estimates(runs: pd.DataFrame, metric: str, margin: float, n_boot: int
     for key, cells in (table.groupby(facets, dropna=False) if facets else [((), table)]):
         key = key if isinstance(key, tuple) else (key,)
         times, weights, m, _, _ = grid_of(cells)
-        sel = of_facet(grid_runs, facets, key)
         b = of_facet(best, facets, key)
         curve = b.set_index(C.INTRODUCE_AT)["best_loss"].reindex(times).to_numpy()
-        close = window_close(times, curve, margin)
-        cube, seeds = _seed_cube(sel, metric, times, weights)
-        low, high, open_share = close_interval(cube, times, margin, n_boot, level, seed)
+        cube, seeds = _seed_cube(of_facet(grid_runs, facets, key), metric, times, weights)
         edges = b[b["edge"] != ""]
-        rows.append({**dict(zip(facets, key)), "close": close, "low": low, "high": high, "open_share": open_share,
-                     "n_seeds": len(seeds), "interval": interval_text(len(seeds), level),
+        identified = len(edges) < len(b)
+        est = {"close": np.nan, "low": np.nan, "high": np.nan, "open_share": np.nan}
+        if identified:
+            est["close"] = window_close(times, curve, margin)
+            est["low"], est["high"], est["open_share"] = close_interval(cube, times, margin, n_boot, level, seed)
+        rows.append({**dict(zip(facets, key)), **est, "window": reading(est, identified, times[-1], level),
+                     "n_seeds": len(seeds), "interval": interval_text(len(seeds), level, identified),
                      "edge": edge_text(edges, len(b)),
                      "ref_loss": curve[np.isfinite(curve)][0] if np.isfinite(curve).any() else np.nan,
                      "margin": margin, "level": level})
@@ -180,7 +185,25 @@ def window_estimates(runs: pd.DataFrame, metric: str, margin: float, n_boot: int
     return out
 
 
-def interval_text(n_seeds: int, level: float) -> str:
+def reading(est: dict, identified: bool, last_time: float, level: float) -> str:
+    """The estimate in words, as the figure's title and the ``window`` column say it: "no window identified",
+    "closes at t ≈ 0.5 [0.45, 0.56]", "closes at t ≈ 0.9 [0.8, open)" (some resamples never close), "open
+    through t = 1 (90% interval of the close: [0.9, open))"."""
+    if not identified:
+        return "no window identified (best weight at the edge of the weight grid at every time)"
+    closes = np.isfinite(est["close"])
+    text = f"closes at t ≈ {est['close']:.3g}" if closes else f"open through t = {last_time:g}"
+    if np.isinf(est["low"]):  # so many resamples stay open that even the lower end is open
+        return f"{text} (open in {est['open_share']:.0%} of resamples)"
+    if np.isnan(est["low"]):
+        return text
+    label = _interval_label(est)
+    return f"{text} {label}" if closes else f"{text} ({level:.0%} interval of the close: {label})"
+
+
+def interval_text(n_seeds: int, level: float, identified: bool = True) -> str:
+    if not identified:
+        return "no interval: no window identified"
     if n_seeds < MIN_SEEDS:
         return f"no interval: {n_seeds} seed (needs >= {MIN_SEEDS} seeds to estimate the noise)"
     return f"{level:.0%} parametric bootstrap (cell noise pooled over {n_seeds} seeds)"
@@ -239,16 +262,14 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
                      label="best loss (1 seed, no spread)")
         ax2.axhline(est["ref_loss"] + est["margin"], color="0.4", ls="--", lw=1,
                     label=f"earliest + margin ({est['margin']:g} nats/token)")
-        has_interval = np.isfinite(est["low"])
         if np.isfinite(est["close"]):
             ax2.axvline(est["close"], color=style.color(3), lw=1.5, label=f"window closes ≈ {est['close']:.3g}")
-            if has_interval:
-                ax2.axvspan(est["low"], min(est["high"], times[-1]), color=style.color(3), alpha=0.15,
-                            label=f"{est['level']:.0%} interval ({est['n_seeds']} seeds)")
-            ax2.set_title(f"closes at t ≈ {est['close']:.3g}"
-                          + (f" {_interval_label(est)}" if has_interval else f"\n({est['interval']})"))
-        else:
-            ax2.set_title(f"open through t = {times[-1]:g}")
+        if np.isfinite(est["low"]):  # the band runs to the last time where its upper end is open
+            ax2.axvspan(est["low"], min(est["high"], times[-1]), color=style.color(3), alpha=0.15,
+                        label=f"{est['level']:.0%} interval ({est['n_seeds']} seeds)"
+                              + (f", open after t = {times[-1]:g}" if np.isinf(est["high"]) else ""))
+        no_interval = np.isfinite(est["close"]) and np.isnan(est["low"])
+        ax2.set_title(est["window"].replace(" (", "\n(") + (f"\n({est['interval']})" if no_interval else ""))
         ax2.set_xlabel(C.TIME_LABEL)
         ax2.set_ylabel(f"best {unit}")
         ax2.legend(fontsize=7)
