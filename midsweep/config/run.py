@@ -15,7 +15,7 @@ from midsweep.config.errors import Problem, raise_if_any, require
 from midsweep.config.eval import EvalConfig
 from midsweep.config.logger import LoggerConfig
 from midsweep.config.mixture import KINDS, MixtureConfig
-from midsweep.config.model import ModelConfig, flops_per_token, non_embedding_params
+from midsweep.config.model import ModelConfig, all_params, flops_per_token, non_embedding_params
 from midsweep.config.optim import OptimConfig
 from midsweep.config.posttrain import PosttrainConfig
 from midsweep.config.train import TrainConfig
@@ -206,11 +206,11 @@ class RunConfig:
         return coords
 
     def plan(self) -> dict:
-        """Steps, tokens, FLOPs and parameters this run will take (an estimate for previews): config arithmetic
-        only, no torch and no tokenizer."""
-        tokens = self.total_steps * self.tokens_per_step
+        """Steps, tokens, FLOPs and parameters (non-embedding, and all) this run will take (an estimate for
+        previews): config arithmetic only, no torch and no tokenizer."""
+        tokens, vocab = self.total_steps * self.tokens_per_step, self.data.resolved_vocab_size()
         return {"steps": self.total_steps, "tokens": tokens, "params": non_embedding_params(self.model),
-                "flops": flops_per_token(self.model, self.data.resolved_vocab_size()) * tokens}
+                "all_params": all_params(self.model, vocab), "flops": flops_per_token(self.model, vocab) * tokens}
 
 
 def _default_value(key: str, defaults: dict):
