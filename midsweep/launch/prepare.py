@@ -1,6 +1,6 @@
 """``midsweep prepare OVERRIDES``: tokenize every domain of a config into the shard cache before training.
 
-It takes the training command's overrides (``sweep=plasticity_window profile=cluster``, ``data=...``), so it
+It takes the training command's overrides (``sweep=plasticity_window profile=small``, ``data=...``), so it
 builds exactly the shards those runs open (the sweep's base config: a grid axis over ``data.*`` keys needs
 one call per value). Documents are read by this process and tokenized by ``--num-proc`` worker processes;
 the shards are the same for any number. ``--slurm PROFILE`` submits the same command as one CPU job with
@@ -162,7 +162,7 @@ def _cpu_executor(launcher: Any, name: str, **additional: str) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="the training command's overrides, e.g. sweep=plasticity_window "
-                                                     "profile=cluster")
+                                                     "profile=small")
     parser.add_argument("--num-proc", type=int, default=None,
                         help="tokenizer processes (default: the CPUs this process may use, 1 for the byte "
                              "tokenizer; with --slurm, the profile's cpus_per_task)")
