@@ -170,3 +170,15 @@ def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(
     assert runs.loc["code", "target_loss"] == pytest.approx(runs.loc["code", "final.target_code"])
     assert runs.loc["math", "target_loss"] == pytest.approx(runs.loc["math", "final.target"])
     assert not pd.isna(runs.loc["code", "final.target"])  # every domain is evaluated: the right one is picked
+
+
+def test_the_token_cache_plan_counts_two_bytes_a_token_a_mask_byte_and_splits_what_exceeds_a_day(tmp_path):
+    from midsweep.launch.cache_plan import domain_bytes, parts
+
+    run = run_config("sweep=plasticity_window", "profile=paper", f"data.cache_dir={tmp_path}")  # nothing prepared
+    disk = domain_bytes(run)
+    assert disk["general"] == 2 * 130_000_000_000  # 130B tokens of a 50k vocabulary: 260 GB
+    assert disk["target_code"] == 3 * run.data.domains["target_code"].max_tokens  # + a byte of loss mask
+    assert disk["target"] is None  # GSM8K has no cap: unknown until prepared
+    day = 2.5e5 * 86400
+    assert (parts(130_000_000_000, 8), parts(130_000_000_000, 4), parts(int(day) + 1, 1), parts(None, 1)) == (1, 2, 2, 1)
