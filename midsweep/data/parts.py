@@ -20,8 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from midsweep.config.data import SourceConfig, resolve_cache_dir
-from midsweep.data.shards import (DomainData, Encoded, _shard_dir, encode_documents, fingerprint, publish,
-                                  token_dtype)
+from midsweep.data.shards import DomainData, Encoded, encode_documents, publish, shard_path, token_dtype
 from midsweep.data.sources import DataSourceError, iter_documents
 from midsweep.data.tokenizers import Tokenizer
 
@@ -37,8 +36,7 @@ _KEY_BYTES = 16
 
 def parts_dir(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_dir: str | Path) -> Path:
     """Where the parts of a domain's shards are written until they are merged."""
-    root = resolve_cache_dir(str(cache_dir))
-    shard = _shard_dir(root, name, fingerprint(name, source, tokenizer)[0])
+    shard = shard_path(name, source, tokenizer, cache_dir)
     return shard.parent / ".parts" / shard.name
 
 
