@@ -116,7 +116,9 @@ def test_paper_profile_is_the_papers_setting():
     reuse = run_config("sweep=model_reuse", "profile=paper", "mixture.introduce_at=8589934592")
     assert (reuse.model.size, reuse.model.arch) == ("1b", "llama")
     rewarm = run_config("sweep=rewarm", "profile=paper")
-    assert rewarm.model.hf_name_or_path == "EleutherAI/pythia-410m" and rewarm.mixture.base_weights["slimpajama"] == 1
+    assert rewarm.model.hf_name_or_path == "EleutherAI/pythia-410m"  # continued from the released checkpoint:
+    assert (rewarm.mixture.kind, rewarm.mixture.domain, rewarm.to_step(rewarm.mixture.introduce_at)) == \
+        ("continued", "slimpajama", 0)  # all new data from step 0, no random start to refuse
 
 
 def test_preview_warns_when_a_run_repeats_a_domain(tmp_path):

@@ -122,11 +122,12 @@ class RunConfig:
                 f"use a multiple of {tps}, e.g. {max(1, round(self.eval.every_tokens / tps)) * tps}")
         if self.main_steps >= 1:
             out += self.mixture.timing_problems(self.to_step, self.main_steps)
-        if self.mixture.kind == "continued" and self.train.init_from is None and not out:
+        pretrained = self.train.init_from is not None or self.model.hf_name_or_path is not None
+        if self.mixture.kind == "continued" and not pretrained and not out:
             require(out, self.to_step(self.mixture.introduce_at) > 0, "train.init_from",
                     f"mixture kind continued switches to {self.mixture.domain} at step 0 from random weights: "
-                    "nothing is continued", "set train.init_from to a pretrained run directory, or switch later "
-                    "(mixture.introduce_at)")
+                    "nothing is continued", "set train.init_from to a pretrained run directory (or "
+                    "model.hf_name_or_path to a hub checkpoint), or switch later (mixture.introduce_at)")
         if self.posttrain.enabled:
             require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({tps} tokens)",
                     f"use at least {tps} tokens")
