@@ -152,7 +152,7 @@ def test_the_configuration_reference_is_generated_from_the_dataclasses():
 
 
 def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(tmp_path):
-    """plasticity_window on the cluster post-trains code runs on target_code and math runs on target."""
+    """plasticity_window at small and paper post-trains code runs on target_code and math runs on target."""
     import pandas as pd
 
     from analysis.derived import add_metrics
@@ -183,4 +183,5 @@ def test_the_token_cache_plan_counts_two_bytes_a_token_a_mask_byte_and_splits_wh
     assert disk["target_code"] == 3 * run.data.domains["target_code"].max_tokens  # + a byte of loss mask
     assert disk["target"] is None  # GSM8K has no cap: unknown until prepared
     day = 2.5e5 * 86400
-    assert (parts(130_000_000_000, 8), parts(130_000_000_000, 4), parts(int(day) + 1, 1), parts(None, 1)) == (1, 2, 2, 1)
+    assert (parts(130_000_000_000, 8), parts(130_000_000_000, 4)) == (1, 2)  # 8 cores tokenize it in a day
+    assert (parts(int(day) + 1, 1), parts(None, 1)) == (2, 1)

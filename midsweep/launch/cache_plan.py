@@ -63,6 +63,6 @@ def report(runs: list[RunConfig]) -> list[str]:
               f"{TOKENS_PER_CORE_S:.2g} tokens/s per core")
     lines = [line]
     if large:
-        lines.append(f"  over a core-day ({TOKENS_PER_CORE_S * JOB_SECONDS:.3g} tokens): {', '.join(large)} tokens: "
-                     "`midsweep prepare --slurm slurm_cpu` prepares each as an array of CPU jobs")
+        lines.append(f"  over a core-day ({TOKENS_PER_CORE_S * JOB_SECONDS:.3g} tokens): {', '.join(large)} tokens; "
+                     "`midsweep prepare --slurm` makes an array of CPU jobs of each one job's cores cannot do in a day")
     return lines
