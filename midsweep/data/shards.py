@@ -3,7 +3,8 @@
 Layout of ``<cache>/shards/<domain>-<fingerprint>/``: ``train.bin`` and ``heldout.bin`` (token ids, every
 document followed by EOS), ``train.mask.bin``/``heldout.mask.bin`` (uint8 loss mask, only for prompt/response
 sources) and ``meta.json``. A shard directory is built under a tmp name and renamed into place while a file
-lock is held, so concurrent SLURM tasks or ranks build it once and everyone else reuses it.
+lock is held, so concurrent SLURM tasks or ranks build it once and everyone else reuses it. A domain too large
+for one job is tokenized in parts by several (midsweep.data.parts) and written here by the same writer.
 """
 from __future__ import annotations
 
