@@ -88,8 +88,13 @@ class LRSchedule:
         first = next((b for b in mixture.boundaries() if b < self.n), None)
         self.boundary = first if o.boundary != "continue" else None
         # optim.horizon=boundary: the main schedule is complete by the boundary (a whole pretraining that does not
-        # depend on what follows the switch; after it, ``continue`` stays at the floor), else it spans all main steps
-        self.horizon = first if o.horizon == "boundary" and first else self.n
+        # depend on what follows the switch; after it, ``continue`` stays at the floor); a token count: the
+        # schedule's own length, whatever the run's (it may stop before the decay ends); else all main steps
+        tokens = o.horizon_tokens()
+        if tokens:
+            self.horizon = max(1, tokens // run.tokens_per_step)
+        else:
+            self.horizon = first if o.horizon == "boundary" and first else self.n
         self.warmup = int(round(o.warmup * self.horizon))
         self.post = run.posttrain if run.posttrain.enabled else None
         self.post_steps = run.posttrain_steps

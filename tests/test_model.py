@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from midsweep.config.errors import ConfigError
-from midsweep.config.model import ModelConfig
+from midsweep.config import RunConfig
+from midsweep.config.model import ModelConfig, all_params
 from midsweep.model import build_model, count_params, flops_per_token, non_embedding_params
 from midsweep.model.hf_map import from_hf
+from midsweep.train.loop import _adamw
 
 ARCHS = ["neox", "llama"]
 VOCAB = 250  # not a multiple of 64: exercises the padded embedding + sliced logits
@@ -100,6 +102,32 @@ def test_presets_have_pythia_parameter_counts(size):
     for model, arch in ((neox, "neox"), (llama, "llama")):
         assert count_params(model) == non_embedding_params(ModelConfig(size=size, arch=arch))
         assert count_params(model, non_embedding=False) > count_params(model) + 2 * 50304 * 500
+
+
+def test_llama_presets_have_the_published_parameter_counts():
+    with torch.device("meta"):
+        llama7b = build_model(ModelConfig(size="7b", arch="llama"), 32000)
+        llama1b = build_model(ModelConfig(size="1b", arch="llama"), 32000)
+    assert count_params(llama7b, non_embedding=False) == 6_738_415_616
+    assert count_params(llama7b, non_embedding=False) == all_params(ModelConfig(size="7b", arch="llama"), 32000)
+    # TinyLlama's 1.1B with full attention instead of its 4 key/value heads (+ 2 x 22 x 2048 x 1792)
+    assert count_params(llama1b, non_embedding=False) == 1_100_048_384 + 2 * 22 * 2048 * (2048 - 256)
+
+
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_decay_all_decays_norm_gains_and_biases_too(decay_all):
+    model = build_model(nano(), VOCAB)
+    run = RunConfig(model=nano())
+    run.optim.decay_all = decay_all
+    optimizer = _adamw(model, run, fused=False)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # Adam's update is 0: only the decoupled decay moves a parameter
+    optimizer.step()
+    shrink = 1 - run.optim.lr * run.optim.weight_decay
+    for name, p in model.named_parameters():
+        decayed = decay_all or p.dim() >= 2
+        assert torch.allclose(p, before[name] * (shrink if decayed else 1.0)), name
 
 
 def test_flops_per_token_counts_weights_head_and_attention():

@@ -116,3 +116,34 @@ def test_a_multi_rank_job_with_missing_shards_fails_at_once_naming_prepare(tmp_p
     assert status["status"] == "failed" and "midsweep prepare" in status["reason"]
     with pytest.raises(MissingShards, match="midsweep prepare"):
         prepare_domains(DataConfig(cache_dir=str(fresh_cache)), build=False)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_a_domain_prepared_in_parts_is_byte_identical_to_one_process(parts, tmp_path, fresh_cache):
+    """What `midsweep prepare --slurm` runs as an array of CPU jobs (one part each) and a merge."""
+    from midsweep.data import load_tokenizer
+    from midsweep.data.parts import merge_parts, parts_dir, prepare_part
+    from midsweep.data.shards import prepare_domain
+
+    docs = tmp_path / "web.jsonl"  # a copy of a held-out document in the training stretch is dropped either way
+    lines = [{"text": f"document {i} " + "word " * (i % 37)} for i in range(600)]
+    lines.insert(50, lines[3])
+    docs.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    sources = {"web": SourceConfig(kind="files", data_files=[str(docs)], streaming=True, max_tokens=9000,
+                                   heldout_documents=20),
+               "target": SourceConfig(name="target_math", prompt_field="prompt", response_field="response",
+                                      heldout_documents=30, max_tokens=20000)}
+    tok = load_tokenizer("byte")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "corpora").symlink_to(SHARED / "corpora")
+    for name, source in sources.items():
+        one = prepare_domain(name, source, tok, tmp_path / "one")
+        for part in reversed(range(parts)):  # array tasks finish in any order
+            prepare_part(name, source, tok, fresh_cache, part, parts)
+        merged = merge_parts(name, source, tok, fresh_cache, parts)
+        assert one.meta["duplicates_dropped"] == merged.meta["duplicates_dropped"]
+        assert name != "web" or merged.meta["duplicates_dropped"] == 1
+        assert merged.content == one.content and merged.meta["train"] == one.meta["train"]
+        for f in ("train.bin", "heldout.bin", *(("train.mask.bin", "heldout.mask.bin") if name == "target" else ())):
+            assert (merged.path / f).read_bytes() == (one.path / f).read_bytes(), f
+        assert not parts_dir(name, source, tok, fresh_cache).exists()  # merged parts are removed

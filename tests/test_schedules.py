@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-from midsweep.config import RunConfig, StageConfig, TrainConfig
+from midsweep.config import ConfigError, RunConfig, StageConfig, TrainConfig
 from midsweep.data.sampler import MixtureSampler
 from midsweep.schedules import LRSchedule, MixtureSchedule
+from midsweep.sharing.keys import Signature, agreement
 
 
 def make_run(**mixture) -> RunConfig:
@@ -160,3 +161,23 @@ def test_every_mixture_kind_compiles_and_has_its_group_option():
         s = MixtureSchedule(run)
         assert s.weights_at(0) == {"general": 1.0}
         assert (s.boundaries() == []) == (kind == "none")
+
+
+def test_a_token_horizon_is_the_cosine_s_own_length_whatever_the_run_s():
+    tokens = 200 * 32 * 256  # the schedule of a 200-step run
+    short, full = make_run(kind="none"), make_run(kind="none")
+    full.train.tokens = tokens
+    for run in (short, full):
+        run.optim.warmup, run.optim.min_lr_ratio = 0.1, 1 / 300
+    short.optim.horizon = str(tokens)
+    short_lr, full_lr = LRSchedule(short, MixtureSchedule(short)), LRSchedule(full, MixtureSchedule(full))
+    assert [short_lr(s) for s in range(100)] == [full_lr(s) for s in range(100)]  # stops mid-cosine
+    floor = 1e-3 / 300
+    assert short_lr(99) == pytest.approx(floor + (1e-3 - floor) * 0.5 * (1 + np.cos(np.pi * 79 / 180)))  # ~60%
+    assert agreement(Signature.of(short), Signature.of(full)) == 100  # so they share a prefix
+
+
+def test_a_horizon_that_is_neither_a_name_nor_a_token_count_is_refused():
+    with pytest.raises(ConfigError, match=r"optim.horizon.*positive token count"):
+        lr_run(horizon="1e3 tokens")
+    assert lr_run(horizon="1.28e11").optim.horizon_tokens() == 128_000_000_000

@@ -1,6 +1,7 @@
-"""The shipped studies: every sweep x profile previews offline (the cluster one through the SLURM GPU profile)
-within its stated GPU-hour budget; controls are in the grid and shared between studies; epochs are
-reported; a missing tokenizer or dataset at run time is one line naming the fix."""
+"""The shipped studies: every sweep x profile previews offline (small and paper through the SLURM GPU profile)
+with each run's tokens per parameter, the token cache's disk and the GPU-hours; the small profile stays in the
+papers' regime within its budget; controls are in the grid and shared between studies; epochs are reported;
+a missing tokenizer or dataset at run time is one line naming the fix."""
 import re
 
 import pytest
@@ -10,7 +11,9 @@ from runner import REPO, train_cli
 from midsweep.config import to_run_config
 
 STUDIES = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-BUDGET_GPU_HOURS = 250  # README: every cluster study fits this (A100 at 35% MFU, without prefix sharing)
+PROFILES = ("tiny", "small", "paper")
+SMALL_TOKENS_PER_PARAM = 300  # the midtraining paper's 410m ratio: the least of the regime the effect lives in
+SMALL_WINDOW_GPU_HOURS = 150  # plasticity_window at profile=small, with prefix sharing (A100 at 35% MFU)
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -30,18 +33,38 @@ def run_configs(points: list[list[str]]) -> list:
         return [to_run_config(compose("config", overrides=o)) for o in points]
 
 
+def gpu_hours(log: str, shared: bool) -> float:
+    line = "with prefix sharing" if shared else "estimated"
+    return float(re.search(line + r"[^:]*: .*?, ([0-9.e+-]+) GPU-hours", log).group(1))
+
+
+def tokens_per_param(log: str) -> list[float]:
+    """The tok/param column of the runs to submit."""
+    return [float(m) for m in re.findall(r"^\s*\d+\s+[0-9a-f]{12}\s+new\s+\S+\s+(\S+)\s", log, re.MULTILINE)]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("study", STUDIES)
-def test_every_study_previews_offline_at_both_scales(study, tmp_path):
-    assert {p.stem for p in (REPO / "conf" / "study" / study).glob("*.yaml")} == {"tiny", "cluster"}
-    tiny = preview(f"sweep={study}", f"train.out_dir={tmp_path / 'tiny'}")
-    cluster = preview(f"sweep={study}", "profile=cluster", "hydra/launcher=slurm_gpu",
-                      f"train.out_dir={tmp_path / 'cluster'}")
-    for log in (tiny, cluster):
-        assert "Traceback" not in log and "nothing was submitted" in log and "epochs of each domain" in log
-    hours = float(re.search(r"estimated[^:]*: .*?, ([0-9.e+-]+) GPU-hours", cluster).group(1))
-    assert 1 < hours <= BUDGET_GPU_HOURS, cluster[-2000:]
-    assert "with midsweep_slurm" in cluster
+def test_every_study_previews_offline_at_every_profile(study, tmp_path):
+    assert {p.stem for p in (REPO / "conf" / "study" / study).glob("*.yaml")} == set(PROFILES)
+    logs = {profile: preview(f"sweep={study}", f"profile={profile}", f"train.out_dir={tmp_path / profile}",
+                             *(["hydra/launcher=slurm_gpu"] if profile != "tiny" else []))
+            for profile in PROFILES}
+    for profile, log in logs.items():
+        assert "Traceback" not in log and "nothing was submitted" in log and "epochs of each domain" in log, log
+        assert "token cache: " in log and " GB on disk" in log and tokens_per_param(log), log[-3000:]
+        assert profile == "tiny" or "with midsweep_slurm" in log
+    assert min(tokens_per_param(logs["small"])) >= SMALL_TOKENS_PER_PARAM
+    assert gpu_hours(logs["paper"], shared=False) > gpu_hours(logs["small"], shared=False) > 1
     assert not list(tmp_path.glob("*/*/status.json"))  # nothing ran
+
+
+@pytest.mark.slow
+def test_small_plasticity_window_is_in_the_papers_regime_within_its_budget(tmp_path):
+    log = preview("sweep=plasticity_window", "profile=small", "hydra/launcher=slurm_gpu", f"train.out_dir={tmp_path}")
+    assert "84 job(s) to submit" in log  # both domains, two seeds, the controls
+    assert min(tokens_per_param(log)) >= SMALL_TOKENS_PER_PARAM
+    assert gpu_hours(log, shared=True) <= SMALL_WINDOW_GPU_HOURS < gpu_hours(log, shared=False)
 
 
 def test_plasticity_grid_holds_its_controls_and_collapses_what_a_kind_ignores(tmp_path):
@@ -54,7 +77,7 @@ def test_plasticity_grid_holds_its_controls_and_collapses_what_a_kind_ignores(tm
 
 
 def test_a_control_shared_by_two_studies_is_one_run():
-    for profile in ("tiny", "cluster"):
+    for profile in PROFILES:
         window = run_config("sweep=plasticity_window", f"profile={profile}", "mixture=none")
         versus = run_config("sweep=midtrain_vs_continued", f"profile={profile}", "mixture=none",
                             "mixture.domain=math")
@@ -74,14 +97,28 @@ def test_rewarm_grid_has_one_no_rewarm_run_per_checkpoint_and_one_scratch_run():
                                                            "rewarm_arm=scratch": 1}
 
 
-def test_cluster_profile_is_the_papers_small_scale():
-    run = run_config("sweep=plasticity_window", "profile=cluster")
+@pytest.mark.parametrize("profile", ["small", "paper"])
+def test_small_and_paper_profiles_train_with_the_midtraining_papers_optimizer(profile):
+    run = run_config("sweep=plasticity_window", f"profile={profile}")
     o = run.optim
-    assert (o.beta1, o.beta2, o.weight_decay, o.warmup, o.lr, o.schedule) == (0.9, 0.95, 0.1, 0.1, 3e-4, "cosine")
-    assert run.model.size == "160m" and run.data.tokenizer.startswith("EleutherAI/pythia")
-    assert run.data.resolved_vocab_size() == 50277  # known without a download
-    assert run_config("sweep=rewarm", "profile=cluster").model.size == "410m"
+    assert (o.beta1, o.beta2, o.weight_decay, o.grad_clip, o.warmup, o.lr, o.schedule, o.decay_all) == \
+        (0.9, 0.95, 0.1, 1.0, 0.1, 3e-4, "cosine", True)
+    assert o.lr * o.min_lr_ratio == pytest.approx(1e-6)
+    assert run.data.tokenizer.startswith("EleutherAI/pythia") and run.data.resolved_vocab_size() == 50277
     assert {s.kind for s in run.data.domains.values()} == {"hf"}
+
+
+def test_paper_profile_is_the_papers_setting():
+    run = run_config("sweep=plasticity_window", "profile=paper")
+    assert (run.train.global_batch, run.model.seq_len, run.main_steps) == (1024, 2048, 61035)  # 128B tokens
+    assert run.optim.horizon_tokens() == 2 * run.train.tokens  # the paper's fixed cosine outlasts the run
+    assert run.data.domains["general"].name == "allenai/c4"
+    reuse = run_config("sweep=model_reuse", "profile=paper", "mixture.introduce_at=8589934592")
+    assert (reuse.model.size, reuse.model.arch) == ("1b", "llama")
+    rewarm = run_config("sweep=rewarm", "profile=paper")
+    assert rewarm.model.hf_name_or_path == "EleutherAI/pythia-410m"  # continued from the released checkpoint:
+    assert (rewarm.mixture.kind, rewarm.mixture.domain, rewarm.to_step(rewarm.mixture.introduce_at)) == \
+        ("continued", "slimpajama", 0)  # all new data from step 0, no random start to refuse
 
 
 def test_preview_warns_when_a_run_repeats_a_domain(tmp_path):
@@ -97,7 +134,7 @@ def test_a_missing_tokenizer_or_dataset_is_one_line_naming_the_fix(missing, mess
     import os
 
     extra = ["data.tokenizer=byte", "data.vocab_size=null"] if missing == "dataset" else []
-    proc = train_cli("sweep=plasticity_window", "profile=cluster", "train.device=cpu", *extra,
+    proc = train_cli("sweep=plasticity_window", "profile=small", "train.device=cpu", *extra,
                      f"train.out_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}", check=False,
                      env={**os.environ, **OFFLINE})
     assert proc.returncode != 0
@@ -115,7 +152,7 @@ def test_the_configuration_reference_is_generated_from_the_dataclasses():
 
 
 def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(tmp_path):
-    """plasticity_window on the cluster post-trains code runs on target_code and math runs on target."""
+    """plasticity_window at small and paper post-trains code runs on target_code and math runs on target."""
     import pandas as pd
 
     from analysis.derived import add_metrics
@@ -135,3 +172,16 @@ def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(
     assert runs.loc["code", "target_loss"] == pytest.approx(runs.loc["code", "final.target_code"])
     assert runs.loc["math", "target_loss"] == pytest.approx(runs.loc["math", "final.target"])
     assert not pd.isna(runs.loc["code", "final.target"])  # every domain is evaluated: the right one is picked
+
+
+def test_the_token_cache_plan_counts_two_bytes_a_token_a_mask_byte_and_splits_what_exceeds_a_day(tmp_path):
+    from midsweep.launch.cache_plan import domain_bytes, parts
+
+    run = run_config("sweep=plasticity_window", "profile=paper", f"data.cache_dir={tmp_path}")  # nothing prepared
+    disk = domain_bytes(run)
+    assert disk["general"] == 2 * 130_000_000_000  # 130B tokens of a 50k vocabulary: 260 GB
+    assert disk["target_code"] == 3 * run.data.domains["target_code"].max_tokens  # + a byte of loss mask
+    assert disk["target"] is None  # GSM8K has no cap: unknown until prepared
+    day = 2.5e5 * 86400
+    assert (parts(130_000_000_000, 8), parts(130_000_000_000, 4)) == (1, 2)  # 8 cores tokenize it in a day
+    assert (parts(int(day) + 1, 1), parts(None, 1)) == (2, 1)

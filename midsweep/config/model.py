@@ -24,13 +24,16 @@ class ModelShape:
         return self.d_model // self.n_heads
 
 
-# (n_layers, d_model, n_heads). The 70m/160m/410m rows are the Pythia shapes.
-SIZES: dict[str, tuple[int, int, int]] = {
-    "nano": (2, 64, 2),
-    "tiny": (4, 256, 4),
-    "70m": (6, 512, 8),
-    "160m": (12, 768, 12),
-    "410m": (24, 1024, 16),
+# (n_layers, d_model, n_heads, d_ff or None for default_d_ff). The 70m/160m/410m rows are the Pythia shapes; 1b
+# is TinyLlama-1.1B's and 7b LLaMA-7B's (their published MLP widths; full multi-head attention, no GQA).
+SIZES: dict[str, tuple[int, int, int, Optional[int]]] = {
+    "nano": (2, 64, 2, None),
+    "tiny": (4, 256, 4, None),
+    "70m": (6, 512, 8, None),
+    "160m": (12, 768, 12, None),
+    "410m": (24, 1024, 16, None),
+    "1b": (22, 2048, 32, 5632),
+    "7b": (32, 4096, 32, 11008),
 }
 
 
@@ -46,7 +49,9 @@ def default_d_ff(arch: str, d_model: int) -> int:
 class ModelConfig:
     size: str = "tiny"
     """Named preset: nano (2 layers, d 64, 2 heads; fast tests), tiny (4/256/4), 70m (6/512/8), 160m (12/768/12),
-    410m (24/1024/16). Explicit n_layers/d_model/n_heads/d_ff override the preset when set."""
+    410m (24/1024/16), 1b (22/2048/32, d_ff 5632: TinyLlama-1.1B), 7b (32/4096/32, d_ff 11008: LLaMA-7B; use the
+    last two with arch=llama: model=llama1b, model=llama7b). Explicit n_layers/d_model/n_heads/d_ff override the
+    preset when set."""
     arch: str = "neox"
     """neox: LayerNorm, parallel attention+MLP residual, GELU MLP, 25% partial rotary, untied embeddings.
     llama: RMSNorm, sequential residual, SwiGLU MLP, full rotary, no biases."""
@@ -74,11 +79,14 @@ class ModelConfig:
 
     def resolved(self) -> ModelShape:
         """The concrete shape: preset values with explicit overrides applied. Call after problems() is empty."""
-        n_layers, d_model, n_heads = SIZES[self.size]
+        n_layers, d_model, n_heads, d_ff = SIZES[self.size]
         n_layers = self.n_layers if self.n_layers is not None else n_layers
         d_model = self.d_model if self.d_model is not None else d_model
         n_heads = self.n_heads if self.n_heads is not None else n_heads
-        d_ff = self.d_ff if self.d_ff is not None else default_d_ff(self.arch, d_model)
+        if self.d_ff is not None:
+            d_ff = self.d_ff
+        elif d_ff is None or self.d_model is not None:  # a preset's published width belongs to its d_model
+            d_ff = default_d_ff(self.arch, d_model)
         return ModelShape(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff)
 
     def problems(self, prefix: str = "model") -> list[Problem]:
@@ -130,6 +138,12 @@ def non_embedding_params(cfg: ModelConfig) -> int:
         return s.n_layers * per_layer + 2 * d
     per_layer = 4 * d * d + 3 * d * ff + 2 * d  # no biases, SwiGLU has three matrices, two RMSNorm gains
     return s.n_layers * per_layer + d
+
+
+def all_params(cfg: ModelConfig, vocab_size: int) -> int:
+    """Every parameter: the non-embedding ones, the input embedding and the untied output head (vocabulary rows
+    as given, unpadded). The count behind tokens per parameter."""
+    return non_embedding_params(cfg) + 2 * cfg.resolved().d_model * vocab_size
 
 
 def flops_per_token(cfg: ModelConfig, vocab_size: int) -> float:

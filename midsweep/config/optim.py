@@ -34,14 +34,19 @@ class OptimConfig:
     rewarm_warmup: float = 0.01
     """``rewarm``: warmup length as a fraction of main training steps."""
     horizon: str = "end"
-    """What the main schedule (its warmup, cosine or WSD decay) spans: ``end`` (all main training) or
+    """What the main schedule (its warmup, cosine or WSD decay) spans: ``end`` (all main training),
     ``boundary`` (the steps before the mixture's phase boundary: a complete pretraining, whatever comes after
     the switch; then ``boundary=rewarm`` re-warms for the continuation and ``boundary=continue`` stays at the
-    floor LR, the no-rewarm control of a finished pretraining). With ``boundary``, runs
+    floor LR, the no-rewarm control of a finished pretraining), or a token count: the schedule's own length,
+    which the run may stop before (the midtraining paper fixes its cosine at 976,560 iterations, so its 128B-token
+    runs end near 54% of the peak) or outlive at the floor LR. With ``boundary``, runs
     that differ only after the switch, e.g. model reuse's continuation lengths, share their pretraining
     (docs/prefix.md); with ``end`` a longer continuation stretches the pretraining's cosine too."""
     weight_decay: float = 0.1
-    """AdamW decoupled weight decay (applied to matrices only, not norms and biases)."""
+    """AdamW decoupled weight decay (on matrices only, not norms and biases, unless ``decay_all``)."""
+    decay_all: bool = False
+    """Decay every parameter, norm gains and biases included (the midtraining paper's trainer does); False decays
+    matrices (and embeddings) only."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.95
@@ -50,6 +55,14 @@ class OptimConfig:
     """AdamW epsilon."""
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 disables)."""
+
+    def horizon_tokens(self) -> Optional[int]:
+        """``horizon`` as a token count, or None where it names ``end``/``boundary`` (or is not a count)."""
+        try:
+            tokens = float(self.horizon)
+        except (TypeError, ValueError):
+            return None
+        return int(tokens) if tokens.is_integer() and tokens >= 1 else None
 
     def problems(self, prefix: str = "optim") -> list[Problem]:
         out: list[Problem] = []
@@ -68,9 +81,9 @@ class OptimConfig:
                 f"use one of {', '.join(BOUNDARY)}")
         require(out, self.rewarm_lr is None or self.rewarm_lr > 0, f"{prefix}.rewarm_lr",
                 f"rewarm_lr {self.rewarm_lr} is not positive", "use a positive LR or null")
-        require(out, self.horizon in HORIZONS, f"{prefix}.horizon", f"unknown horizon {self.horizon!r}",
-                f"use one of {', '.join(HORIZONS)}")
-        require(out, self.horizon == "end" or self.boundary != "cooldown", f"{prefix}.horizon",
+        require(out, self.horizon in HORIZONS or self.horizon_tokens() is not None, f"{prefix}.horizon",
+                f"unknown horizon {self.horizon!r}", f"use one of {', '.join(HORIZONS)} or a positive token count")
+        require(out, self.horizon != "boundary" or self.boundary != "cooldown", f"{prefix}.horizon",
                 "horizon=boundary ends the schedule at the floor LR by the phase boundary: boundary=cooldown has "
                 "nothing left to cool down", "use optim.boundary=rewarm or continue (or horizon=end)")
         require(out, 0 <= self.rewarm_warmup < 1, f"{prefix}.rewarm_warmup", f"{self.rewarm_warmup} is outside [0, 1)",

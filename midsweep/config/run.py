@@ -15,7 +15,7 @@ from midsweep.config.errors import Problem, raise_if_any, require
 from midsweep.config.eval import EvalConfig
 from midsweep.config.logger import LoggerConfig
 from midsweep.config.mixture import KINDS, MixtureConfig
-from midsweep.config.model import ModelConfig, flops_per_token, non_embedding_params
+from midsweep.config.model import ModelConfig, all_params, flops_per_token, non_embedding_params
 from midsweep.config.optim import OptimConfig
 from midsweep.config.posttrain import PosttrainConfig
 from midsweep.config.train import TrainConfig
@@ -122,11 +122,12 @@ class RunConfig:
                 f"use a multiple of {tps}, e.g. {max(1, round(self.eval.every_tokens / tps)) * tps}")
         if self.main_steps >= 1:
             out += self.mixture.timing_problems(self.to_step, self.main_steps)
-        if self.mixture.kind == "continued" and self.train.init_from is None and not out:
+        pretrained = self.train.init_from is not None or self.model.hf_name_or_path is not None
+        if self.mixture.kind == "continued" and not pretrained and not out:
             require(out, self.to_step(self.mixture.introduce_at) > 0, "train.init_from",
                     f"mixture kind continued switches to {self.mixture.domain} at step 0 from random weights: "
-                    "nothing is continued", "set train.init_from to a pretrained run directory, or switch later "
-                    "(mixture.introduce_at)")
+                    "nothing is continued", "set train.init_from to a pretrained run directory (or "
+                    "model.hf_name_or_path to a hub checkpoint), or switch later (mixture.introduce_at)")
         if self.posttrain.enabled:
             require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({tps} tokens)",
                     f"use at least {tps} tokens")
@@ -206,11 +207,11 @@ class RunConfig:
         return coords
 
     def plan(self) -> dict:
-        """Steps, tokens, FLOPs and parameters this run will take (an estimate for previews): config arithmetic
-        only, no torch and no tokenizer."""
-        tokens = self.total_steps * self.tokens_per_step
+        """Steps, tokens, FLOPs and parameters (non-embedding, and all) this run will take (an estimate for
+        previews): config arithmetic only, no torch and no tokenizer."""
+        tokens, vocab = self.total_steps * self.tokens_per_step, self.data.resolved_vocab_size()
         return {"steps": self.total_steps, "tokens": tokens, "params": non_embedding_params(self.model),
-                "flops": flops_per_token(self.model, self.data.resolved_vocab_size()) * tokens}
+                "all_params": all_params(self.model, vocab), "flops": flops_per_token(self.model, vocab) * tokens}
 
 
 def _default_value(key: str, defaults: dict):

@@ -3,7 +3,8 @@
 Layout of ``<cache>/shards/<domain>-<fingerprint>/``: ``train.bin`` and ``heldout.bin`` (token ids, every
 document followed by EOS), ``train.mask.bin``/``heldout.mask.bin`` (uint8 loss mask, only for prompt/response
 sources) and ``meta.json``. A shard directory is built under a tmp name and renamed into place while a file
-lock is held, so concurrent SLURM tasks or ranks build it once and everyone else reuses it.
+lock is held, so concurrent SLURM tasks or ranks build it once and everyone else reuses it. A domain too large
+for one job is tokenized in parts by several (midsweep.data.parts) and written here by the same writer.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from filelock import FileLock
@@ -119,6 +120,14 @@ def prepare_domain(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_
     """Token shards of one domain: reused from ``cache_dir`` if present, else tokenized once (by ``num_proc``
     processes; the shards are the same for any number) and cached."""
     root = resolve_cache_dir(str(cache_dir))
+    return publish(name, source, tokenizer, root,
+                   lambda: encode_documents(iter_documents(source, root, name), tokenizer, source, num_proc))
+
+
+def publish(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path,
+            documents: Callable[[], Iterable[Encoded]]) -> DomainData:
+    """The domain's shards, written from ``documents()`` (the encoded documents in source order) unless they
+    exist; built under a tmp name and renamed into place while the domain's lock is held."""
     fp, inputs = fingerprint(name, source, tokenizer)
     path = _shard_dir(root, name, fp)
     if (path / "meta.json").exists():
@@ -131,7 +140,7 @@ def prepare_domain(name: str, source: SourceConfig, tokenizer: Tokenizer, cache_
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            meta = _build(name, source, tokenizer, root, tmp, num_proc)
+            meta = _build(name, source, token_dtype(tokenizer.vocab_size), tokenizer.eos_id, documents(), tmp)
             meta.update(name=name, fingerprint=fp, fingerprint_inputs=inputs)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
             shutil.rmtree(path, ignore_errors=True)  # a half-made directory without meta.json
@@ -254,6 +263,20 @@ class _SplitWriter:
                 "digest": self.tok_hash.hexdigest() + self.mask_hash.hexdigest()}
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """One document, tokenized: its identity for de-duplication, and its prompt and text token ids."""
+
+    key: bytes
+    prompt: Sequence[int]
+    text: Sequence[int]
+
+
+def document_key(doc: Document) -> bytes:
+    """What makes two documents copies of each other (a training copy of a held-out document is dropped)."""
+    return hashlib.blake2b((doc.prompt + "\0" + doc.text).encode("utf-8", "replace"), digest_size=16).digest()
+
+
 def _batched(docs: Iterable[Document], size: int) -> Iterable[list[Document]]:
     batch: list[Document] = []
     for doc in docs:
@@ -265,35 +288,43 @@ def _batched(docs: Iterable[Document], size: int) -> Iterable[list[Document]]:
         yield batch
 
 
-def _build(name: str, source: SourceConfig, tokenizer: Tokenizer, root: Path, out: Path, num_proc: int = 1) -> dict:
-    """Stream the source's documents into ``out``: the first ``heldout_documents`` to heldout, the rest to train,
-    until ``max_tokens`` training tokens."""
-    start = time.time()
-    dtype, pair = token_dtype(tokenizer.vocab_size), source.prompt_field is not None
-    heldout = _SplitWriter(out, "heldout", dtype, tokenizer.eos_id, pair)
-    train = _SplitWriter(out, "train", dtype, tokenizer.eos_id, pair)
-    heldout_hashes: set[bytes] = set()  # train never sees a copy of a held-out document
-    duplicates = 0
-    read: deque[list[Document]] = deque()  # batches handed to the encoder and not written yet, in order
+def encode_documents(docs: Iterable[Document], tokenizer: Tokenizer, source: SourceConfig,
+                     num_proc: int = 1) -> Iterator[Encoded]:
+    """``docs`` tokenized (by ``num_proc`` processes), in their order; read only as far as they are consumed."""
+    pair = source.prompt_field is not None
+    read: deque[list[Document]] = deque()  # batches handed to the encoder and not yielded yet, in order
 
     def strings() -> Iterator[tuple[list[str], list[str]]]:
-        for batch in _batched(iter_documents(source, root, name), _ENCODE_BATCH):
+        for batch in _batched(docs, _ENCODE_BATCH):
             read.append(batch)
             yield ([d.prompt for d in batch] if pair else []), [d.text for d in batch]
 
-    cap = source.max_tokens if source.max_tokens is not None else float("inf")
     for prompts, texts in encode_pairs(tokenizer, strings(), num_proc):
         for doc, p, t in zip(read.popleft(), prompts, texts):
-            key = hashlib.blake2b((doc.prompt + "\0" + doc.text).encode("utf-8", "replace"), digest_size=16).digest()
-            if heldout.documents < source.heldout_documents:
-                heldout_hashes.add(key)
-                heldout.add(p, t)
-            elif key in heldout_hashes:
-                duplicates += 1
-            elif train.tokens < cap:
-                train.add(p, t)
-        if train.tokens >= cap:  # stop reading (a streamed source is never read further)
-            break
+            yield Encoded(document_key(doc), p, t)
+
+
+def _build(name: str, source: SourceConfig, dtype: np.dtype, eos_id: int, documents: Iterable[Encoded],
+           out: Path) -> dict:
+    """Write the encoded ``documents`` into ``out``: the first ``heldout_documents`` to heldout, the rest to
+    train (less copies of held-out documents), until ``max_tokens`` training tokens."""
+    start = time.time()
+    pair = source.prompt_field is not None
+    heldout = _SplitWriter(out, "heldout", dtype, eos_id, pair)
+    train = _SplitWriter(out, "train", dtype, eos_id, pair)
+    heldout_keys: set[bytes] = set()  # train never sees a copy of a held-out document
+    duplicates = 0
+    cap = source.max_tokens if source.max_tokens is not None else float("inf")
+    for doc in documents:
+        if heldout.documents < source.heldout_documents:
+            heldout_keys.add(doc.key)
+            heldout.add(doc.prompt, doc.text)
+        elif doc.key in heldout_keys:
+            duplicates += 1
+        else:
+            train.add(doc.prompt, doc.text)
+            if train.tokens >= cap:  # stop reading (a streamed source is never read further)
+                break
     counts = {"heldout": heldout.close(), "train": train.close()}
     if counts["heldout"]["documents"] == 0:
         raise DataSourceError(f"domain {name!r}: the source has no non-empty documents. Fix: check "

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from midsweep.config import RunConfig
-from midsweep.launch import epochs
+from midsweep.launch import cache_plan, epochs
 from midsweep.launch.prefix import SweepPlan, cost
 from midsweep.launch.sweep import Point
 
@@ -33,16 +33,17 @@ def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, 
     launch's fork plan, docs/prefix.md), which point forks from which at what step and the totals without it."""
     todo = [p for p in points if p.submit]
     plans = {p.index: p.run.plan() for p in todo}
-    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'FLOPs':>9}  {'forks from':15}  "
-            "overrides / reason"]
+    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'tok/param':>9}  {'FLOPs':>9}  "
+            f"{'forks from':15}  overrides / reason"]
     for p in points:
         plan = plans.get(p.index)
         tokens, flops = (_num(plan["tokens"]), _num(plan["flops"])) if plan else ("-", "-")
+        per_param = _num(plan["tokens"] / plan["all_params"]) if plan and plan.get("all_params") else "-"
         extra = f"  ({p.reason})" if p.reason else ""
         fork, parent = (sharing.fork(p), sharing.parent(p)) if sharing else (None, None)
         source = (f"#{parent.index} @{fork.step}" if parent else f"store @{fork.step}") if fork else "-"
-        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {flops:>9}  {source:15}  "
-                    f"{' '.join(p.overrides)}{extra}")
+        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {per_param:>9}  {flops:>9}  "
+                    f"{source:15}  {' '.join(p.overrides)}{extra}")
     tokens = sum(plan["tokens"] for plan in plans.values())
     flops = sum(plan["flops"] for plan in plans.values())
     skipped = len(points) - len(todo)
@@ -60,6 +61,8 @@ def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, 
                  f"{throughput.gpu_hours(c['flops_shared']):.3g} GPU-hours; "
                  f"{len(sharing.plan.forks)} run(s) fork from a shared prefix (column 'forks from': point @ step)"]
     # a launcher's run_config may return another type (it needs only run_id/run_dir/plan): no epochs to report
-    rows += epochs.report({p.index: p.run for p in todo if isinstance(p.run, RunConfig)})
+    runs = {p.index: p.run for p in todo if isinstance(p.run, RunConfig)}
+    rows += epochs.report(runs)
+    rows += cache_plan.report(list(runs.values()))
     rows.append("preview only: nothing was submitted (drop hydra.launcher.preview=true to launch)")
     return "\n".join(rows)

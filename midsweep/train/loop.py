@@ -311,8 +311,8 @@ def _hold(run_dir, accelerator: Accelerator, wait: bool):
 
 def _adamw(model: torch.nn.Module, run: RunConfig, fused: bool) -> torch.optim.Optimizer:
     o = run.optim
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    decay = [p for p in model.parameters() if p.requires_grad and (p.dim() >= 2 or o.decay_all)]
+    no_decay = [p for p in model.parameters() if p.requires_grad and not (p.dim() >= 2 or o.decay_all)]
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused or None)
 
