@@ -17,7 +17,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 from analysis import columns as C
-from analysis import profile, style
+from analysis import profile_t, style
 
 PARAMS = ("A", "alpha1", "alpha2", "alpha3", "E")
 POSITIVE = ("A", "E")  # fitted through their logarithms: an open lower end is 0
@@ -178,12 +178,12 @@ def fit_reuse_law(d1, d2, loss, level: float = 0.9, f_scale: float = 0.02) -> La
         starts = [np.array([np.log(loss.mean() / 2), 0.1, 0.1, 0.0, np.log(loss.min() / 2)])]
     best = min((objective.fit(p0) for p0 in starts), key=lambda r: r.cost)
     lo_b, hi_b = _bounds(y)
-    problem = profile.Problem(objective.soft_residuals, objective.jac, lo_b, hi_b, best.x, best.cost,
+    problem = profile_t.Problem(objective.soft_residuals, objective.jac, lo_b, hi_b, best.x, best.cost,
                               objective.restarts)
     jac = objective.jac(best.x)
     se = np.sqrt(2 * best.cost / problem.dof * np.clip(np.diag(np.linalg.pinv(jac.T @ jac)), 0, None))
     crit = stats.t.ppf(0.5 + level / 2, problem.dof)
-    low, high = profile.intervals(problem, level, np.maximum(crit * se, STEP_FLOOR))
+    low, high = profile_t.intervals(problem, level, np.maximum(crit * se, STEP_FLOOR))
     resid = objective.residuals(best.x)
     return LawFit(params=_to_params(best.x), low=_to_params(low), high=_to_params(high), level=level,
                   rmse_log=float(np.sqrt(np.mean(resid ** 2))),
