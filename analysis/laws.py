@@ -2,7 +2,7 @@
 
     L(D1, D2) = A * D1^(-alpha1) * D2^(-alpha2 + alpha3 * ln D1) + E,
 
-fitted in log space with a robust loss, with profile-t intervals (analysis.profile). On 4 x 4 grids the
+fitted in log space with a robust loss, with profile-t intervals (analysis.profile_t). On 4 x 4 grids the
 linearised intervals (estimate ± t x standard error) covered E in 50-74% of redraws for a nominal 90%, and
 where the fit drove E to 0 they claimed a near-zero width; a bootstrap over the 20-40 runs of a sweep covered
 the exponents in about 80%. The profile intervals cover every constant at about the nominal level
@@ -162,7 +162,7 @@ class _LogFit:
 def fit_reuse_law(d1, d2, loss, level: float = 0.9, f_scale: float = 0.02) -> LawFit:
     """Fit the law to points (d1, d2, loss). Residuals are log(model) - log(loss) under a soft-L1 loss
     (``f_scale`` ~ the relative noise); the best points of a coarse exponent grid are refined and the best
-    fit wins. Intervals: profile-t (:mod:`analysis.profile`) on the residual degrees of freedom, A and E
+    fit wins. Intervals: profile-t (:mod:`analysis.profile_t`) on the residual degrees of freedom, A and E
     through their logarithms; an end the data do not reach is open (0 or inf for A and E, ±inf for the
     exponents) and the parameter is reported as not identified."""
     d1, d2, loss = (np.asarray(a, float) for a in (d1, d2, loss))
