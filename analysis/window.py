@@ -210,7 +210,9 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
     metric, facets = table.attrs["metric"], table.attrs["facets"]
     best = best_per_time(table)
     panels = list(facet_panels(table))
-    fig, axes = style.figure(len(panels), 2, panel=(max(3.8, 0.5 * table[C.INTRODUCE_AT].nunique() + 1.6), 3.3))
+    width = max(3.8, 0.5 * table[C.INTRODUCE_AT].nunique() + 1.6)
+    # The curve panel is wider: its legend stands beside it, off the data.
+    fig, axes = style.figure(len(panels), 2, panel=(width * 1.3, 3.4), gridspec_kw={"width_ratios": [1, 1.6]})
     unit = C.SHORT_LABELS.get(metric, metric)
     for row, (_, _, title, cells) in enumerate(panels):
         ax, ax2 = axes[row]
@@ -225,11 +227,11 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
         draw_best_line(ax, xs, ys)
         edge = (b["edge"] != "").to_numpy()
         if edge.any():
-            ax.plot(xs[edge], ys[edge], "X", color=style.color(3), ms=9, mec="white", zorder=6,
-                    label="best at grid edge")
-            ax.legend(fontsize=6, loc="upper right")
-        ax.set_title(f"{title}\nbest weight per introduction time"
-                     + ("\n⚠ best weight at the grid edge: window not identified there" if edge.any() else ""))
+            ax.plot(xs[edge], ys[edge], "X", color=style.color(3), ms=9, mec="white", zorder=6)
+        # The title explains the marks: a legend inside a heatmap would cover its cells.
+        ax.set_title(style.wrap(f"{title}\nline: best weight per introduction time"
+                                + ("\n✕: best weight at the grid edge, window not identified there" if edge.any()
+                                   else ""), width))
         has_spread = b["std"].notna().any()
         if has_spread:
             ax2.errorbar(b[C.INTRODUCE_AT], b["best_loss"], yerr=b["std"], fmt="-o", ms=4, color=style.color(0),
@@ -238,18 +240,18 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
             ax2.plot(b[C.INTRODUCE_AT], b["best_loss"], "-o", ms=4, color=style.color(0),
                      label="best loss (1 seed, no spread)")
         ax2.axhline(est["ref_loss"] + est["margin"], color="0.4", ls="--", lw=1,
-                    label=f"earliest + margin ({est['margin']:g} nats/token)")
+                    label=f"earliest + margin ({est['margin']:g} {C.LOSS_UNIT})")
         has_interval = np.isfinite(est["low"])
         if np.isfinite(est["close"]):
             ax2.axvline(est["close"], color=style.color(3), lw=1.5, label=f"window closes ≈ {est['close']:.3g}")
             if has_interval:
                 ax2.axvspan(est["low"], min(est["high"], times[-1]), color=style.color(3), alpha=0.15,
                             label=f"{est['level']:.0%} interval ({est['n_seeds']} seeds)")
-            ax2.set_title(f"closes at t ≈ {est['close']:.3g}"
-                          + (f" {_interval_label(est)}" if has_interval else f"\n({est['interval']})"))
+            ax2.set_title(style.wrap(f"closes at t ≈ {est['close']:.3g}" + (
+                f" {_interval_label(est)}" if has_interval else f"\n({est['interval']})"), width * 1.1))
         else:
             ax2.set_title(f"open through t = {times[-1]:g}")
         ax2.set_xlabel(C.TIME_LABEL)
         ax2.set_ylabel(f"best {unit}")
-        ax2.legend(fontsize=7)
+        style.legend(ax2)
     return style.save(fig, out_dir, name, formats)
