@@ -1,8 +1,10 @@
 """What a reader of the analysis sees: every figure `midsweep-analyze` writes keeps its text inside the figure and
 its legends off the data, is wide enough to print, and its PDF carries real (Type 42) fonts with the numbers as
-text."""
+text; the report is one valid, self-contained HTML page that says where its runs came from."""
+import base64
 import re
 import zlib
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,75 @@ def test_pdfs_embed_truetype_fonts_and_the_cell_numbers_are_text(analysed):
     texts = set(_pdf_texts((out / "figures" / "heatmap_in_domain.pdf").read_bytes()))
     assert {f"{v:.3f}" for v in table["mean"].dropna()} <= texts
 
+
+class _Page(HTMLParser):
+    """A page's tables (rows of cells, header cells marked), image sources, links and unclosed elements."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+    IMPLIED = {"p", "li", "dt", "dd", "tr", "td", "th"}  # HTML may leave these open
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.srcs, self.hrefs, self.open, self.errors = [], [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append([tag, ""])
+        elif tag == "img":
+            self.srcs.append(attrs.get("src", ""))
+        elif tag == "a":
+            self.hrefs.append(attrs.get("href", ""))
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        while self.open and self.open[-1] != tag and self.open[-1] in self.IMPLIED:
+            self.open.pop()
+        if not self.open or self.open[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+        else:
+            self.open.pop()
+
+    def handle_data(self, data):
+        if self.tables and self.tables[-1] and self.tables[-1][-1]:
+            self.tables[-1][-1][-1][1] += data.strip()
+
+
+def test_the_report_is_one_valid_self_contained_page(analysed):
+    out, _ = analysed
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    page.close()
+    assert not page.errors and not [t for t in page.open if t not in _Page.IMPLIED], (page.errors, page.open)
+    assert page.tables
+    for table in page.tables:
+        header, *rows = table
+        assert all(kind == "th" and text for kind, text in header), f"a header cell is empty: {header}"
+        assert all(len(row) == len(header) for row in rows), f"rows of another width than the header {header}"
+    # The runs table: one row per mixture kind, one column per status.
+    runs = next(t for t in page.tables if t[0][0][1] == "kind")
+    assert [text for _, text in runs[0]] == ["kind", "done", "failed"]
+    # Every figure is in the page itself; only the PDFs beside it are linked, and they exist.
+    assert len(page.srcs) == 5 and all(src.startswith("data:image/png;base64,") for src in page.srcs)
+    assert _png_size(base64.b64decode(page.srcs[0].split(",", 1)[1]))[0] >= 1000
+    assert page.hrefs and all(h.endswith(".pdf") and (out / h).exists() for h in page.hrefs)
+
+
+def test_the_report_says_where_its_runs_came_from(analysed):
+    out, _ = analysed
+    page = (out / "report.html").read_text()
+    prov = page[page.index("<h2>Provenance</h2>"):page.index("<h2>Runs</h2>")]
+    runs = pd.read_csv(out / "runs.csv")
+    for what in ("code", "commands", "grid", "settings differing from the defaults", "data (shard digests)",
+                 "when and where", "this report"):
+        assert f"<dt>{what}</dt>" in prov
+    assert "mixture.introduce_at = 0.1, 0.3, 0.5, 0.7" in prov and "mixture.weight = 0.1, 0.25, 0.5, 0.9" in prov
+    for domain in ("code", "general", "target"):
+        assert f"{domain}: {runs[C.data(domain)].dropna().iloc[0]}" in prov
+    assert f"hosts: {runs['host'].iloc[0]}" in prov
+    assert f"{len(runs)} runs in" in prov
