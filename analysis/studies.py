@@ -98,7 +98,7 @@ def draw_gain_forgetting(table: pd.DataFrame, out_dir, name: str = "midtrain_vs_
         ax.set_title(", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys[:-1], key[:-1])))
         handles = ([Line2D([], [], ls="", marker=style.MARKERS[k % len(style.MARKERS)], color="0.5", mec="black",
                            label=kind if one_domain else f"{kind}, {domain}") for k, (kind, domain) in enumerate(kinds)]
-                   + [Line2D([], [], ls="", marker="o", color=_time_colour(v, times), label=f"introduced at t = {v:g}")
+                   + [Line2D([], [], ls="", marker="o", color=_time_colour(v, times), label=f"t = {v:g} (introduction)")
                       for v in times]
                    + [Line2D([], [], ls="", marker="o", color="0.8", mec="black", ms=np.sqrt(_weight_size(v, weights)),
                              label=f"weight {v:g}") for v in weights])

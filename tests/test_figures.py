@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_templates import engine_templates
+from runner import REPO
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.legend import Legend
 from matplotlib.text import Text
@@ -226,3 +227,13 @@ def test_the_report_says_where_its_runs_came_from(analysed):
         assert f"{domain}: {runs[C.data(domain)].dropna().iloc[0]}" in prov
     assert f"hosts: {runs['host'].iloc[0]}" in prov
     assert f"{len(runs)} runs in" in prov
+
+
+def test_the_readme_shows_the_demos_figures():
+    """The README shows the demo's figures as they come out (made smaller), each well under 300 KB."""
+    shown = re.findall(r"\]\((docs/img/demo_(\w+)\.png)\)", (REPO / "README.md").read_text())
+    assert {name for _, name in shown} >= {"plasticity_window", "heatmap_target_loss", "heatmap_forgetting",
+                                           "midtrain_vs_continued"}
+    for path, _ in shown:
+        data = (REPO / path).read_bytes()
+        assert len(data) < 200_000 and _png_size(data)[0] >= 1000, path
