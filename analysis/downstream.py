@@ -36,7 +36,7 @@ def draw_downstream(table: pd.DataFrame, out_dir, name: str = "downstream", form
         sel = table[(table["task"] == task) & (table["metric"] == metric) & (table["filter"] == filt)]
         for i, (setting, g) in enumerate(sel.groupby("setting", sort=True)):
             g = g.sort_values("tokens")
-            ax.plot(g["tokens"], g["mean"], marker=".", color=style.color(i), label=setting)
+            ax.plot(g["tokens"], g["mean"], marker=style.marker(i), ms=4, color=style.color(i), label=setting)
             spread = g["std"].fillna(0)
             ax.fill_between(g["tokens"], g["mean"] - spread, g["mean"] + spread, color=style.color(i), alpha=0.15)
         ax.set_xlabel(C.TOKENS_LABEL)

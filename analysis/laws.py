@@ -177,7 +177,7 @@ def draw_law_fit(fit: LawFit, title: str, out_dir, name: str, formats=style.FORM
     df = fit.data
     for i, (d1, g) in enumerate(df.groupby("d1")):
         g = g.sort_values("d2")
-        ax.scatter(g["d2"], g["loss"], color=style.color(i), s=16, label=f"D1={d1:.3g}")
+        ax.scatter(g["d2"], g["loss"], color=style.color(i), marker=style.marker(i), s=16, label=f"D1={d1:.3g}")
         grid = np.geomspace(g["d2"].min(), g["d2"].max(), 50)
         ax.plot(grid, reuse_law(d1, grid, **fit.params), color=style.color(i), lw=1)
     ax.set_xscale("log")

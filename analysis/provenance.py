@@ -12,11 +12,10 @@ from omegaconf import OmegaConf
 from analysis import columns as C
 from analysis.load import CONTRACT_VERSION, read_config
 from midsweep.config import RunConfig
-from midsweep.config.run import flatten
+from midsweep.config.run import NON_SEMANTIC, flatten
+from midsweep.launch.prefix import OVERRIDE as PREFIX_OVERRIDE
 from midsweep.version import version
 
-# Settings that say where a run wrote, not what it computed.
-NOT_SETTINGS = ("train.out_dir", "data.cache_dir")
 MULTIRUN = "midsweep-train -m"
 
 
@@ -37,6 +36,8 @@ def commands(runs: pd.DataFrame) -> list[str]:
         for line in g["overrides"].dropna():
             for item in line.split(" "):
                 key, _, value = item.partition("=")
+                if key == PREFIX_OVERRIDE:  # the launcher's, for prefix sharing: not the user's command
+                    continue
                 values.setdefault(key, [])
                 if value not in values[key]:
                     values[key].append(value)
@@ -65,8 +66,9 @@ def grid(runs: pd.DataFrame, coords) -> list[str]:
 
 
 def settings(runs: pd.DataFrame, coords) -> list[str]:
-    """Per experiment, the config keys whose value differs from midsweep's defaults (the config dataclasses),
-    read from one of its runs' config.yaml; the grid's coordinates are left to the grid."""
+    """Per experiment, the config keys that change what a run computes (not NON_SEMANTIC: paths, cadence,
+    progress...) whose value differs from midsweep's defaults (the config dataclasses), read from one of its
+    runs' config.yaml; the grid's coordinates are left to the grid."""
     defaults = flatten(OmegaConf.to_container(OmegaConf.structured(RunConfig)))
     varying = {c for c in coords if c in runs and runs[c].nunique() > 1}
     out = []
@@ -76,9 +78,13 @@ def settings(runs: pd.DataFrame, coords) -> list[str]:
             out.append(f"{name}: no readable config.yaml")
             continue
         diff = [f"{k}={v}" for k, v in flatten(cfg).items()
-                if k not in varying and k not in NOT_SETTINGS and (k not in defaults or defaults[k] != v)]
+                if k not in varying and not _non_semantic(k) and (k not in defaults or defaults[k] != v)]
         out.append(f"{name}: " + (" ".join(diff) or "the defaults"))
     return out
+
+
+def _non_semantic(key: str) -> bool:
+    return any(key == n or key.startswith(n + ".") for n in NON_SEMANTIC)
 
 
 def data(runs: pd.DataFrame) -> list[str]:

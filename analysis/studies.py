@@ -86,7 +86,7 @@ def draw_gain_forgetting(table: pd.DataFrame, out_dir, name: str = "midtrain_vs_
             w = d[C.WEIGHT] if C.WEIGHT in d else pd.Series(np.nan, index=d.index)
             colours = [_time_colour(v, times) for v in t]
             sizes = [_weight_size(v, weights) for v in w]
-            ax.scatter(d[C.FORGETTING], d[GAIN], s=sizes, c=colours, marker=style.MARKERS[k % len(style.MARKERS)],
+            ax.scatter(d[C.FORGETTING], d[GAIN], s=sizes, c=colours, marker=style.marker(k),
                        edgecolors="black", linewidths=0.5, zorder=3)
             for tv, g in d.assign(_t=t, _w=w).dropna(subset=["_t", "_w"]).groupby("_t"):
                 g = g.sort_values("_w")
@@ -96,7 +96,7 @@ def draw_gain_forgetting(table: pd.DataFrame, out_dir, name: str = "midtrain_vs_
         ax.set_xlabel(f"forgetting: general loss − baseline ({C.LOSS_UNIT})\n← less forgetting")
         ax.set_ylabel(f"{key[-1]} over baseline ({C.LOSS_UNIT})\nbetter ↑")
         ax.set_title(", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys[:-1], key[:-1])))
-        handles = ([Line2D([], [], ls="", marker=style.MARKERS[k % len(style.MARKERS)], color="0.5", mec="black",
+        handles = ([Line2D([], [], ls="", marker=style.marker(k), color="0.5", mec="black",
                            label=kind if one_domain else f"{kind}, {domain}") for k, (kind, domain) in enumerate(kinds)]
                    + [Line2D([], [], ls="", marker="o", color=_time_colour(v, times), label=f"t = {v:g} (introduction)")
                       for v in times]
@@ -168,8 +168,8 @@ def draw_upsample(table: pd.DataFrame, out_dir, name: str = "upsampling", format
     fig, axes = style.figure(1, 2, panel=(5.4, 3.4))
     for ax, metric, what in zip(axes[0], (C.IN_DOMAIN, C.GENERAL_LOSS), ("upsampled domain's", "general")):
         for i, (domain, g) in enumerate(table.groupby(C.DOMAIN)):
-            ax.errorbar(g["fraction"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"], fmt="-o", ms=4,
-                        capsize=2, color=style.color(i), label=str(domain))
+            ax.errorbar(g["fraction"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"], fmt="-", ms=4,
+                        marker=style.marker(i), capsize=2, color=style.color(i), label=str(domain))
             base = g[f"baseline_{metric}"].mean()
             if base == base:
                 ax.axhline(base, color=style.color(i), ls="--", lw=1, label=f"{domain}: same base mix, no upsampling")

@@ -43,6 +43,11 @@ def color(i: int) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
 
 
+def marker(i: int) -> str:
+    """A category's marker: with its colour, so categories stay apart in grey and for colour-blind readers."""
+    return MARKERS[i % len(MARKERS)]
+
+
 def figure(nrows: int, ncols: int, panel=(3.6, 3.0), **kw):
     """A figure of ``nrows`` x ``ncols`` panels in the project style (axes always a 2-D array)."""
     matplotlib.rcParams.update(RC)  # text added later to the figure reads the global settings

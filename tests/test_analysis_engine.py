@@ -44,3 +44,4 @@ def test_cli_on_a_real_tiny_sweep(tmp_path, capsys):
     assert code["version"] and f"midsweep {code['version']}; git commit: {code['commit'] or 'not recorded'}" in page
     assert "mixture.introduce_at=0.25,0.75" in page and "mixture=none" in page
     assert "mixture.introduce_at = 0.25, 0.75" in page
+    assert "train.publish_steps=" not in page  # the launcher's prefix-sharing override is not the user's command

@@ -237,3 +237,16 @@ def test_the_readme_shows_the_demos_figures():
     for path, _ in shown:
         data = (REPO / path).read_bytes()
         assert len(data) < 200_000 and _png_size(data)[0] >= 1000, path
+
+
+def _luma(rgba) -> np.ndarray:
+    return np.asarray(rgba)[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def test_colour_maps_read_in_grey():
+    """Printed in grey, a loss map still orders its values (lightness rises with the value) and the
+    difference map still shows the size of a difference (lightest at 0, darker towards both ends)."""
+    seq = _luma(style.plt.get_cmap(style.SEQUENTIAL)(np.linspace(0, 1, 64)))
+    assert (np.diff(seq) > 0).all()
+    div = _luma(style.plt.get_cmap(style.DIVERGING)(np.linspace(0, 1, 65)))
+    assert (np.diff(div[:33]) > 0).all() and (np.diff(div[32:]) < 0).all()
