@@ -165,7 +165,7 @@ def upsample_table(runs: pd.DataFrame, coords) -> pd.DataFrame:
 
 
 def draw_upsample(table: pd.DataFrame, out_dir, name: str = "upsampling", formats=style.FORMATS):
-    fig, axes = style.figure(1, 2, panel=(5.4, 3.4))
+    fig, axes = style.figure(1, 2, panel=(4.8, 3.4))
     for ax, metric, what in zip(axes[0], (C.IN_DOMAIN, C.GENERAL_LOSS), ("upsampled domain's", "general")):
         for i, (domain, g) in enumerate(table.groupby(C.DOMAIN)):
             ax.errorbar(g["fraction"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"], fmt="-", ms=4,
@@ -175,7 +175,7 @@ def draw_upsample(table: pd.DataFrame, out_dir, name: str = "upsampling", format
                 ax.axhline(base, color=style.color(i), ls="--", lw=1, label=f"{domain}: same base mix, no upsampling")
         ax.set_xlabel("upsampled fraction (fraction of training)")
         ax.set_ylabel(f"{what} loss ({C.LOSS_UNIT})")
-        style.legend(ax, title="domain")
+    style.legend(axes[0, -1], title="domain")  # the same entries in both panels: once
     held = _held_text(table.attrs.get("held", {}))
     fig.suptitle("domain upsampling: upsampled domain (left) and general (right) loss, mean ± seed std"
                  + (f"\n{held}" if held else ""), fontsize=9)
@@ -246,7 +246,7 @@ def draw_rewarm(table: pd.DataFrame, out_dir, name: str = "rewarm", formats=styl
                     if wu else 0
                 label = ", ".join(f"{c.split('.')[-1]}={v:g}" for c, v in zip(vary, setting))
                 ax.plot(g["tokens"], g["mean"], ls=style.LINESTYLES[j % 4], marker=".", ms=3, label=label,
-                        color=cmap(0.9 * i / max(1, len(lr_values) - 1)))
+                        color=cmap(0.8 * i / max(1, len(lr_values) - 1)))  # viridis' last yellow is faint on white
             what = "general" if stream == "upstream" else dom
             ax.set_xlabel(C.TOKENS_LABEL)
             ax.set_ylabel(f"{what} loss ({C.LOSS_UNIT})")
