@@ -16,7 +16,7 @@ from analysis.provenance import provenance
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
-th{background:#f0f0f0}img{max-width:100%;border:1px solid #eee}.note{color:#555}
+th{background:#f0f0f0;text-align:left}img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#555}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:2px 1em;font-size:13px}dl.prov dt{font-weight:600}
 dl.prov dd{margin:0}dl.prov code{white-space:pre-wrap;word-break:break-all}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em}.bad{color:#b00}"""
@@ -51,9 +51,19 @@ def _table(df: pd.DataFrame, max_rows: int = 60) -> str:
     return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—") + more
 
 
+# A figure is shown at this many CSS pixels per inch of its size: its text then reads at about its point size.
+SCREEN_PPI = 110
+
+
 def _image(path: Path) -> str:
-    """The PNG as a data URI: the page shows it wherever the page goes."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    """An <img> of the PNG as a data URI (the page shows it wherever the page goes), as wide on screen as the
+    figure at SCREEN_PPI: the PNG's print resolution would make a small figure's text huge."""
+    data = path.read_bytes()
+    at = data.find(b"pHYs")  # pixels per metre, written by matplotlib from the dpi it saved at
+    dpi = int.from_bytes(data[at + 4:at + 8], "big") * 0.0254 if at > 0 else SCREEN_PPI
+    width = round(int.from_bytes(data[16:20], "big") / dpi * SCREEN_PPI)
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<img src="{uri}" width={width} alt="{html.escape(path.stem)}">'
 
 
 def _provenance(runs: pd.DataFrame, coords, sweep_dirs) -> str:
@@ -85,8 +95,7 @@ def write_report(out_dir, sweep_dirs, runs: pd.DataFrame, sections: list[Section
             if fig.suffix == ".png":
                 pdf = fig.with_suffix(".pdf")
                 link = f' (<a href="{rel(pdf)}">PDF</a>, next to this page)' if pdf.exists() else ""
-                parts.append(f'<figure><img src="{_image(fig)}" alt="{html.escape(fig.stem)}">'
-                             f"<figcaption class=note>{rel(fig)}{link}</figcaption></figure>")
+                parts.append(f"<figure>{_image(fig)}<figcaption class=note>{rel(fig)}{link}</figcaption></figure>")
         for caption, df in s.tables:
             parts.append(f"<h3>{html.escape(caption)}</h3>{_table(df)}")
     bad = not_done(runs)
