@@ -191,13 +191,13 @@ def cell_texts(cells: pd.DataFrame) -> list[str]:
 
 
 def label_gaps(ax, cells: pd.DataFrame, xs, ys, size: float):
-    """(half width, half height) in data units of the labels of the cells at grid indices (xs, ys), plus a
-    margin: the part of the best-weight curve left out around each."""
+    """(half width, half height) in data units of the labels of the cells at grid indices (xs, ys), plus a 4-point
+    margin (the line stops clear of the digits): the part of the best-weight curve left out around each."""
     _, _, _, ti, wi = grid_of(cells)
     texts = dict(zip(zip(ti, wi), cell_texts(cells)))
     per_unit = np.abs(np.diff(ax.transData.transform([[0, 0], [1, 1]]), axis=0)[0])  # pixels per cell
     px = ax.figure.dpi / 72
-    return [tuple((np.array(half_extent(texts[(x, y)], size)) + 2.0) * px / per_unit) for x, y in zip(xs, ys)]
+    return [tuple((np.array(half_extent(texts[(x, y)], size)) + 4.0) * px / per_unit) for x, y in zip(xs, ys)]
 
 
 def label_size(cells: pd.DataFrame) -> float:
