@@ -1,7 +1,7 @@
 """Fast cell annotations: a heatmap of thousands of cells needs thousands of short labels, and one
 matplotlib Text per label costs about a millisecond each to lay out and draw, per output format.
 Here all labels of a panel are one artist that lays them out once and draws them straight through
-the renderer, with no per-label Text object."""
+the renderer, with no per-label Text object (a vector file still gets real, selectable text)."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,7 +47,7 @@ def half_extent(text: str, size: float) -> tuple[float, float]:
 class CellLabels(Artist):
     """Texts centred on data points, ``size`` points high, each in its own colour. A raster canvas gets
     one path collection per distinct character (the glyph outline made once, each use an offset); a
-    vector file gets one path per colour holding every glyph outline."""
+    vector file gets each line as text in the figure's font, placed where the raster glyphs go."""
 
     def __init__(self, xs, ys, texts, colors, size: float = 6.0):
         super().__init__()
@@ -84,19 +84,11 @@ class CellLabels(Artist):
                 renderer.draw_path_collection(
                     gc, glyph_to_display, [_glyph(ch)[0]], _NO_TRANSFORMS, centres[idx] + shift * px,
                     IdentityTransform(), self._rgba[idx], _NO_COLOR, [0.0], [(0, None)], [True], [None], "screen")
-        else:  # one path per colour: a vector backend writes each path with its own per-call overhead
-            scale = self._size * px
-            for rgba in np.unique(self._rgba, axis=0):
-                verts, codes = [], []
-                for ch, (idx, shift) in self._uses.items():
-                    pick = (self._rgba[idx] == rgba).all(axis=1)
-                    if pick.any():
-                        glyph = _glyph(ch)[0]
-                        at = centres[idx[pick]] + shift[pick] * px
-                        verts.append((glyph.vertices * scale + at[:, None, :]).reshape(-1, 2))
-                        codes.append(np.tile(glyph.codes, len(at)))
-                gc.set_foreground(rgba, isRGBA=True)
-                renderer.draw_path(gc, Path(np.concatenate(verts), np.concatenate(codes)), IdentityTransform(), rgba)
+        else:  # real text in a vector file: numbers a reader can select, search and edit (Type 42 fonts)
+            prop = FontProperties(size=self._size)
+            for i, line, x, y in self._lines:
+                gc.set_foreground(self._rgba[i], isRGBA=True)
+                renderer.draw_text(gc, centres[i, 0] + x * px, centres[i, 1] + y * px, line, prop, 0.0)
         renderer.close_group("cell_labels")
         gc.restore()
         self.stale = False

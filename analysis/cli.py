@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "else in_domain)")
     p.add_argument("--margin", type=float, default=0.02,
                    help="the window closes when the best loss exceeds the earliest introduction's by this "
-                        "many nats/token (default 0.02)")
+                        f"many {C.LOSS_UNIT} (default 0.02)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the window's interval (default 1000)")
     p.add_argument("--level", type=float, default=0.9, help="interval coverage (default 0.9)")
@@ -71,7 +71,7 @@ def analyze(args: argparse.Namespace) -> dict:
         if grid[metric].notna().any():
             t = heatmaps.heatmap_table(runs, metric, sweep.coords)
             table_file(t, f"heatmap_{metric}")
-            add(Section(f"Heatmap: {C.METRIC_LABELS[metric]}", "Cells: mean over seeds ± seed std; "
+            add(Section(f"Heatmap: {C.METRIC_LABELS[metric]}", "Cells: the seed mean (± seed std where more than one seed is done); "
                         "outlined: best cell; hatched: no result, with the reason."),
                 heatmaps.draw_heatmaps(t, figs_dir, formats=args.formats))
         else:
@@ -91,8 +91,12 @@ def analyze(args: argparse.Namespace) -> dict:
         edges = [e for e in est["edge"] if e]
         add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
                     f"which the best achievable loss stays worse than the earliest introduction's by "
+<<<<<<< HEAD
                     f"{args.margin:g} nats/token; `window` says it in words (an interval end `inf` = open: "
                     f"some resamples never close; no close where no window is identified). Interval: {intervals}. "
+=======
+                    f"{args.margin:g} {C.LOSS_UNIT}; NaN close = still open at the last time. Interval: {intervals}. "
+>>>>>>> h5
                     + (" WARNING: " + " | ".join(edges) if edges else ""),
                     tables=[("Window close", est), ("Best weight per introduction time", best)]),
             window.draw_window(t, est, figs_dir, formats=args.formats))
@@ -154,8 +158,14 @@ def analyze(args: argparse.Namespace) -> dict:
                                 "model size (never pooled), the post-training target gain when post-training ran.",
                                 tables=[("Proximity and gains", prox)]))
 
+<<<<<<< HEAD
     report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped, without_baseline(runs))
     return {"tables": tables, "figures": figures, "report": report, "problems": sweep.problems}
+=======
+    report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped, without_baseline(runs),
+                          coords=sweep.coords)
+    return {"tables": tables, "figures": figures, "report": report}
+>>>>>>> h5
 
 
 def proximity_with_gains(prox, gains):

@@ -62,17 +62,20 @@ GENERAL_LOSS = "general_loss"
 N_BASELINE = "n_baseline"  # done baseline runs matched (0: no matched baseline)
 NO_BASELINE = "no matched baseline"
 HEATMAP_METRICS = (IN_DOMAIN, FORGETTING, TARGET_LOSS)
+# The unit of every loss: the mean next-token cross-entropy in nats per token of the run's tokenizer (with the
+# byte-level tokenizer of the tiny profile a token is a byte, so this is also nats per byte).
+LOSS_UNIT = "nats/token"
 METRIC_LABELS = {
-    IN_DOMAIN: "in-domain loss (nats/token)",
-    FORGETTING: "forgetting: general loss − baseline (nats/token)",
-    TARGET_LOSS: "post-training target loss (nats/token)",
-    IN_DOMAIN_GAIN: "in-domain gain over baseline (nats/token)",
-    TARGET_GAIN: "post-training target gain over baseline (nats/token)",
-    GENERAL_LOSS: "general loss (nats/token)",
+    IN_DOMAIN: f"in-domain loss ({LOSS_UNIT})",
+    FORGETTING: f"forgetting: general loss − baseline ({LOSS_UNIT})",
+    TARGET_LOSS: f"post-training target loss ({LOSS_UNIT})",
+    IN_DOMAIN_GAIN: f"in-domain gain over baseline ({LOSS_UNIT})",
+    TARGET_GAIN: f"post-training target gain over baseline ({LOSS_UNIT})",
+    GENERAL_LOSS: f"general loss ({LOSS_UNIT})",
 }
-SHORT_LABELS = {IN_DOMAIN: "in-domain loss (nats/token)", FORGETTING: "forgetting: Δ general loss (nats/token)",
-                TARGET_LOSS: "target loss (nats/token)", IN_DOMAIN_GAIN: "in-domain gain (nats/token)",
-                TARGET_GAIN: "target gain (nats/token)", GENERAL_LOSS: "general loss (nats/token)"}
+SHORT_LABELS = {IN_DOMAIN: f"in-domain loss ({LOSS_UNIT})", FORGETTING: f"forgetting: Δ general loss ({LOSS_UNIT})",
+                TARGET_LOSS: f"target loss ({LOSS_UNIT})", IN_DOMAIN_GAIN: f"in-domain gain ({LOSS_UNIT})",
+                TARGET_GAIN: f"target gain ({LOSS_UNIT})", GENERAL_LOSS: f"general loss ({LOSS_UNIT})"}
 # Why a done run has no value of a metric (shown in its heatmap cell).
 NO_VALUE = {FORGETTING: NO_BASELINE, TARGET_LOSS: "no post-training", IN_DOMAIN: "no in-domain loss"}
 # Axis labels with their units.

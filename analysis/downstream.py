@@ -31,17 +31,17 @@ def downstream_curves(runs: pd.DataFrame, downstream: pd.DataFrame, coords) -> p
 
 def draw_downstream(table: pd.DataFrame, out_dir, name: str = "downstream", formats=style.FORMATS):
     panels = list(table[GROUP].drop_duplicates().itertuples(index=False, name=None))
-    fig, axes = style.figure(1, len(panels), panel=(4.2, 3.2))
+    fig, axes = style.figure(1, len(panels), panel=(5.6, 3.4))
     for ax, (task, metric, filt) in zip(axes[0], panels):
         sel = table[(table["task"] == task) & (table["metric"] == metric) & (table["filter"] == filt)]
         for i, (setting, g) in enumerate(sel.groupby("setting", sort=True)):
             g = g.sort_values("tokens")
-            ax.plot(g["tokens"], g["mean"], marker=".", color=style.color(i), label=setting)
+            ax.plot(g["tokens"], g["mean"], marker=style.marker(i), ms=4, color=style.color(i), label=setting)
             spread = g["std"].fillna(0)
             ax.fill_between(g["tokens"], g["mean"] - spread, g["mean"] + spread, color=style.color(i), alpha=0.15)
         ax.set_xlabel(C.TOKENS_LABEL)
         ax.set_ylabel(f"{metric} ({filt})")
         ax.set_title(task, fontsize=8)
-        ax.legend(fontsize=6)
+        style.legend(ax, fontsize=6)
     fig.suptitle("downstream scores (midsweep evaluate): seed mean ± std", fontsize=9)
     return style.save(fig, out_dir, name, formats)

@@ -191,13 +191,13 @@ def cell_texts(cells: pd.DataFrame) -> list[str]:
 
 
 def label_gaps(ax, cells: pd.DataFrame, xs, ys, size: float):
-    """(half width, half height) in data units of the labels of the cells at grid indices (xs, ys), plus a
-    margin: the part of the best-weight curve left out around each."""
+    """(half width, half height) in data units of the labels of the cells at grid indices (xs, ys), plus a 4-point
+    margin (the line stops clear of the digits): the part of the best-weight curve left out around each."""
     _, _, _, ti, wi = grid_of(cells)
     texts = dict(zip(zip(ti, wi), cell_texts(cells)))
     per_unit = np.abs(np.diff(ax.transData.transform([[0, 0], [1, 1]]), axis=0)[0])  # pixels per cell
     px = ax.figure.dpi / 72
-    return [tuple((np.array(half_extent(texts[(x, y)], size)) + 2.0) * px / per_unit) for x, y in zip(xs, ys)]
+    return [tuple((np.array(half_extent(texts[(x, y)], size)) + 4.0) * px / per_unit) for x, y in zip(xs, ys)]
 
 
 def label_size(cells: pd.DataFrame) -> float:
@@ -243,6 +243,23 @@ def draw_panel(ax, cells: pd.DataFrame, norm, cmap, annotate: bool = True, xtick
     return im
 
 
+def panel_title(title: str, cells: pd.DataFrame, width_in: float) -> str:
+    """A panel's facet values and its best cell, wrapped to the panel's width."""
+    best = cells[cells["best"]]
+    if not best.empty:
+        b = best.iloc[0]
+        title += f"\nbest: t={b[C.INTRODUCE_AT]:g}, w={b[C.WEIGHT]:g} → {b['mean']:.3f}"
+    return style.wrap(title.strip(), width_in)
+
+
+def seeds_text(table: pd.DataFrame) -> str:
+    """What a cell's number is: a seed mean ± std only where some cell has more than one seed done."""
+    n_seeds = int(table["n_seeds"].max()) if len(table) else 0
+    if n_seeds == 1:
+        return "one seed per cell"
+    return f"mean over {n_seeds} seeds" + (" ± seed std" if (table["n_done"] > 1).any() else "")
+
+
 def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats=style.FORMATS):
     """Draw every facet of a heatmap table into one figure; returns the files written."""
     metric = table.attrs["metric"]
@@ -254,7 +271,11 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     # Fixed margins in inches instead of a layout engine: the engine measures every tick label several
     # times, which dominates drawing a figure of many panels.
     pw, ph = max(2.6, 0.5 * nt), max(2.0, 0.36 * nw)  # axes size
-    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 1.05, 0.6, 0.35, 0.75
+    titles = {(r, c): panel_title(title, cells, pw) for r, c, title, cells in panels}
+    # Room above each row for its tallest title (lines of the 9-point title font, 1.2 apart), above all for the
+    # figure's two-line title.
+    title_h = 0.15 * max(t.count("\n") + 1 for t in titles.values()) + 0.1
+    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 0.45 + title_h, 0.6, 0.35, 0.4 + title_h
     width, height = left + right + ncols * pw + (ncols - 1) * gap_w, top + bottom + nrows * ph + (nrows - 1) * gap_h
     fig, axes = style.figure(nrows, ncols, panel=(width / ncols, height / nrows), layout=None)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
@@ -278,15 +299,10 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
                 xs, ys = best_weight_line(cells)
                 draw_best_line(ax, xs, ys, zorder=2.5, markers=False,
                                gaps=label_gaps(ax, cells, xs, ys, label_size(cells)))
-            best = cells[cells["best"]]
-            if not best.empty:
-                b = best.iloc[0]
-                title += f"\nbest: t={b[C.INTRODUCE_AT]:g}, w={b[C.WEIGHT]:g} → {b['mean']:.3f}"
-            ax.set_title(title)
+            ax.set_title(titles[(r, c)])
         bbox = axes[r, ncols - 1].get_position()
         cax = fig.add_axes([bbox.x1 + 0.15 / width, bbox.y0, 0.12 / width, bbox.height])
-        fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, metric + " (nats/token)"))
-    n_seeds = int(table["n_seeds"].max()) if len(table) else 0
-    fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}\nmean over {n_seeds} seed(s) ± seed std; "
-                 "outlined = best; hatched = no result", fontsize=9)
+        fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, f"{metric} ({C.LOSS_UNIT})"))
+    fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}\n{seeds_text(table)}; outlined = best; "
+                 "hatched = no result", fontsize=9)
     return style.save(fig, out_dir, name or f"heatmap_{metric}", formats)

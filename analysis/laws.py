@@ -217,23 +217,23 @@ def fit_groups(runs: pd.DataFrame, **kw) -> dict[tuple, LawFit]:
 
 def draw_law_fit(fit: LawFit, title: str, out_dir, name: str, formats=style.FORMATS):
     """Loss against D2 for each D1 (points = runs, lines = the fit) and fitted against observed."""
-    fig, axes = style.figure(1, 2, panel=(4.2, 3.4))
+    fig, axes = style.figure(1, 2, panel=(5.0, 3.6))
     ax, ax2 = axes[0]
     df = fit.data
     for i, (d1, g) in enumerate(df.groupby("d1")):
         g = g.sort_values("d2")
-        ax.scatter(g["d2"], g["loss"], color=style.color(i), s=16, label=f"D1={d1:.3g}")
+        ax.scatter(g["d2"], g["loss"], color=style.color(i), marker=style.marker(i), s=16, label=f"D1={d1:.3g}")
         grid = np.geomspace(g["d2"].min(), g["d2"].max(), 50)
         ax.plot(grid, reuse_law(d1, grid, **fit.params), color=style.color(i), lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("D2: continued-pretraining tokens (tokens)")
-    ax.set_ylabel("final in-domain loss (nats/token)")
-    ax.legend(title="D1: pretraining tokens", fontsize=7)
+    ax.set_ylabel(f"final in-domain loss ({C.LOSS_UNIT})")
+    style.legend(ax, title="D1: pretraining tokens")
     ax2.scatter(df["loss"], df["predicted"], s=14, color=style.color(0))
     lims = [df[["loss", "predicted"]].min().min(), df[["loss", "predicted"]].max().max()]
     ax2.plot(lims, lims, color="0.4", lw=1, ls="--")
-    ax2.set_xlabel("observed loss (nats/token)")
-    ax2.set_ylabel("fitted loss (nats/token)")
+    ax2.set_xlabel(f"observed loss ({C.LOSS_UNIT})")
+    ax2.set_ylabel(f"fitted loss ({C.LOSS_UNIT})")
     ax2.set_title(f"rmse(log loss) = {fit.rmse_log:.4f}")
     iv = fit.interval
     fig.suptitle(f"model-reuse law {title}; {fit.level:.0%} {fit.method}s\nα1 = {iv('alpha1')}   "

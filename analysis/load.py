@@ -43,7 +43,8 @@ class Sweep:
     runs: pd.DataFrame
     """One row per run: run_id, sweep, path, status, reason, step, one column per coordinate,
     ``final.<domain>`` losses, ``data.<domain>`` digests of the data read, steps, tokens, flops, wall_time_s,
-    params."""
+    params, and its provenance: experiment, overrides (``key=value`` separated by spaces), updated, host,
+    code_version, code_commit."""
     curves: pd.DataFrame
     """One row per (run, evaluation point, domain): run_id, sweep, step, tokens, phase, domain, loss, lr, event."""
     coords: list[str]
@@ -176,8 +177,27 @@ def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | N
         row[C.data(domain)] = digest
     for key in SUMMARY_FIELDS:
         row[key] = summary.get(key)
+<<<<<<< HEAD
     return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "path": run_dir, "lines": files[rundir.METRICS],
+=======
+    # Provenance (the report): what made the run, with which code, where.
+    row["overrides"] = " ".join(f"{k}={v}" for k, v in (summary.get("overrides") or {}).items()) or None
+    code = summary.get("code") or {}
+    row.update(host=status.get("host"), code_version=code.get("version"), code_commit=code.get("commit"))
+    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS],
+>>>>>>> h5
                  "downstream": files[rundir.DOWNSTREAM]}
+
+
+def read_config(run_dir) -> dict | None:
+    """A run's resolved config (config.yaml) as nested dicts, or None when it cannot be read."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / rundir.CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
 
 
 def _coords_by_kind(keyed) -> dict:

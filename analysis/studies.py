@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from analysis import columns as C
 from analysis import style
@@ -53,7 +54,8 @@ def gain_forgetting_table(runs: pd.DataFrame) -> pd.DataFrame:
     post = done[C.TARGET_LOSS].notna()
     out = done.assign(**{GAIN: np.where(post, done[C.TARGET_GAIN], done[C.IN_DOMAIN_GAIN]),
                          GAIN_MEASURE: np.where(post, "target gain after post-training", "in-domain gain")})
-    cols = [C.RUN_ID, C.KIND, C.DOMAIN, C.SIZE, C.POSTTRAIN, C.SEED, GAIN_MEASURE, GAIN, C.FORGETTING]
+    cols = [C.RUN_ID, C.KIND, C.DOMAIN, C.INTRODUCE_AT, C.WEIGHT, C.SIZE, C.POSTTRAIN, C.SEED, GAIN_MEASURE, GAIN,
+            C.FORGETTING]
     return out[[c for c in cols if c in out]].dropna(subset=[GAIN, C.FORGETTING]).reset_index(drop=True)
 
 
@@ -67,25 +69,56 @@ def gain_forgetting_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_gain_forgetting(table: pd.DataFrame, out_dir, name: str = "midtrain_vs_continued", formats=style.FORMATS):
-    """One panel per (model size, gain measure): a point per run, colour = mixture kind, marker = domain."""
+    """One panel per (model size, gain measure), a point per run saying what it is: marker = mixture kind (and
+    domain), colour = introduction time, size = mixture weight; a thin line joins one time's weights."""
     keys = [c for c in (C.SIZE, GAIN_MEASURE) if c in table]
     panels = list(table.groupby(keys, dropna=False, sort=True))
-    fig, axes = style.figure(1, len(panels), panel=(4.8, 3.8))
-    kinds = sorted(table[C.KIND].dropna().unique())
-    domains = sorted(table[C.DOMAIN].dropna().unique())
+    fig, axes = style.figure(1, len(panels), panel=(6.4, 4.0))
+    kinds = list(table[[C.KIND, C.DOMAIN]].drop_duplicates().sort_values([C.KIND, C.DOMAIN]).itertuples(index=False))
+    times = sorted(table[C.INTRODUCE_AT].dropna().unique()) if C.INTRODUCE_AT in table else []
+    weights = sorted(table[C.WEIGHT].dropna().unique()) if C.WEIGHT in table else []
+    one_domain = table[C.DOMAIN].nunique() <= 1
     for ax, (key, panel) in zip(axes[0], panels):
         key = key if isinstance(key, tuple) else (key,)
-        for (kind, domain), d in panel.groupby([C.KIND, C.DOMAIN]):
-            ax.scatter(d[C.FORGETTING], d[GAIN], s=18, alpha=0.8, color=style.color(kinds.index(kind)),
-                       marker=style.MARKERS[domains.index(domain) % len(style.MARKERS)], label=f"{kind}, {domain}")
-        ax.axvline(0, color="0.6", lw=0.8)
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xlabel("forgetting: general loss − baseline (nats/token; lower is better)")
-        ax.set_ylabel(f"{key[-1]} over baseline (nats/token; higher is better)")
+        for k, (kind, domain) in enumerate(kinds):
+            d = panel[(panel[C.KIND] == kind) & (panel[C.DOMAIN] == domain)]
+            t = d[C.INTRODUCE_AT] if C.INTRODUCE_AT in d else pd.Series(np.nan, index=d.index)
+            w = d[C.WEIGHT] if C.WEIGHT in d else pd.Series(np.nan, index=d.index)
+            colours = [_time_colour(v, times) for v in t]
+            sizes = [_weight_size(v, weights) for v in w]
+            ax.scatter(d[C.FORGETTING], d[GAIN], s=sizes, c=colours, marker=style.marker(k),
+                       edgecolors="black", linewidths=0.5, zorder=3)
+            for tv, g in d.assign(_t=t, _w=w).dropna(subset=["_t", "_w"]).groupby("_t"):
+                g = g.sort_values("_w")
+                ax.plot(g[C.FORGETTING], g[GAIN], "-", lw=0.8, color=_time_colour(tv, times), zorder=2)
+        ax.axvline(0, color="0.6", lw=0.8, zorder=1)
+        ax.axhline(0, color="0.6", lw=0.8, zorder=1)
+        ax.set_xlabel(f"forgetting: general loss − baseline ({C.LOSS_UNIT})\n← less forgetting")
+        ax.set_ylabel(f"{key[-1]} over baseline ({C.LOSS_UNIT})\nbetter ↑")
         ax.set_title(", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys[:-1], key[:-1])))
-        ax.legend(fontsize=7)
+        handles = ([Line2D([], [], ls="", marker=style.marker(k), color="0.5", mec="black",
+                           label=kind if one_domain else f"{kind}, {domain}") for k, (kind, domain) in enumerate(kinds)]
+                   + [Line2D([], [], ls="", marker="o", color=_time_colour(v, times), label=f"t = {v:g} (introduction)")
+                      for v in times]
+                   + [Line2D([], [], ls="", marker="o", color="0.8", mec="black", ms=np.sqrt(_weight_size(v, weights)),
+                             label=f"weight {v:g}") for v in weights])
+        style.legend(ax, handles=handles)
     fig.suptitle("midtraining vs continued pretraining: one point per run", fontsize=9)
     return style.save(fig, out_dir, name, formats)
+
+
+def _time_colour(t, times):
+    """An introduction time's colour on the sequential map (light = late); grey without a time."""
+    if C.is_missing(t) or not times:
+        return "0.6"
+    return style.plt.get_cmap(style.SEQUENTIAL)(0.85 * times.index(t) / max(1, len(times) - 1))
+
+
+def _weight_size(w, weights) -> float:
+    """A mixture weight's marker area (points²); a run without a weight gets the middle size."""
+    if C.is_missing(w) or len(weights) < 2:
+        return 40.0
+    return 15.0 + 85.0 * weights.index(w) / (len(weights) - 1)
 
 
 # ---- domain upsampling (S3)
@@ -132,17 +165,17 @@ def upsample_table(runs: pd.DataFrame, coords) -> pd.DataFrame:
 
 
 def draw_upsample(table: pd.DataFrame, out_dir, name: str = "upsampling", formats=style.FORMATS):
-    fig, axes = style.figure(1, 2, panel=(4.0, 3.2))
+    fig, axes = style.figure(1, 2, panel=(4.8, 3.4))
     for ax, metric, what in zip(axes[0], (C.IN_DOMAIN, C.GENERAL_LOSS), ("upsampled domain's", "general")):
         for i, (domain, g) in enumerate(table.groupby(C.DOMAIN)):
-            ax.errorbar(g["fraction"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"], fmt="-o", ms=4,
-                        capsize=2, color=style.color(i), label=str(domain))
+            ax.errorbar(g["fraction"], g[f"{metric}_mean"], yerr=g[f"{metric}_std"], fmt="-", ms=4,
+                        marker=style.marker(i), capsize=2, color=style.color(i), label=str(domain))
             base = g[f"baseline_{metric}"].mean()
             if base == base:
                 ax.axhline(base, color=style.color(i), ls="--", lw=1, label=f"{domain}: same base mix, no upsampling")
         ax.set_xlabel("upsampled fraction (fraction of training)")
-        ax.set_ylabel(f"{what} loss (nats/token)")
-        ax.legend(title="domain", fontsize=7)
+        ax.set_ylabel(f"{what} loss ({C.LOSS_UNIT})")
+    style.legend(axes[0, -1], title="domain")  # the same entries in both panels: once
     held = _held_text(table.attrs.get("held", {}))
     fig.suptitle("domain upsampling: upsampled domain (left) and general (right) loss, mean ± seed std"
                  + (f"\n{held}" if held else ""), fontsize=9)
@@ -191,7 +224,7 @@ def draw_rewarm(table: pd.DataFrame, out_dir, name: str = "rewarm", formats=styl
     line per LR setting: colour = (re-warm) max LR, line style = warmup."""
     vary = table.attrs["vary"]
     rows = list(table[["studied", "start"]].drop_duplicates().itertuples(index=False, name=None))
-    fig, axes = style.figure(len(rows), 2, panel=(4.2, 3.2))
+    fig, axes = style.figure(len(rows), 2, panel=(5.4, 3.4))
     lr_axes = [c for c in vary if c in LR_AXES]
     settings = table[vary].drop_duplicates().sort_values(vary).itertuples(index=False, name=None)
     settings = list(settings)
@@ -213,12 +246,12 @@ def draw_rewarm(table: pd.DataFrame, out_dir, name: str = "rewarm", formats=styl
                     if wu else 0
                 label = ", ".join(f"{c.split('.')[-1]}={v:g}" for c, v in zip(vary, setting))
                 ax.plot(g["tokens"], g["mean"], ls=style.LINESTYLES[j % 4], marker=".", ms=3, label=label,
-                        color=cmap(0.9 * i / max(1, len(lr_values) - 1)))
+                        color=cmap(0.8 * i / max(1, len(lr_values) - 1)))  # viridis' last yellow is faint on white
             what = "general" if stream == "upstream" else dom
             ax.set_xlabel(C.TOKENS_LABEL)
-            ax.set_ylabel(f"{what} loss (nats/token)")
+            ax.set_ylabel(f"{what} loss ({C.LOSS_UNIT})")
             ax.set_title(f"{stream}: {what} (studied: {dom}; from {start})")
-        axes[r, 1].legend(fontsize=6)
+        style.legend(axes[r, 1], fontsize=6)
     held = _held_text(table.attrs["held"])
     fig.suptitle("re-warming: loss curves by max LR (colour) and warmup (line style), seed mean; one row per "
                  "starting checkpoint" + (f"\n{held}" if held else ""), fontsize=9)

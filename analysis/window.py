@@ -233,7 +233,9 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
     metric, facets = table.attrs["metric"], table.attrs["facets"]
     best = best_per_time(table)
     panels = list(facet_panels(table))
-    fig, axes = style.figure(len(panels), 2, panel=(max(3.8, 0.5 * table[C.INTRODUCE_AT].nunique() + 1.6), 3.3))
+    width = max(3.8, 0.5 * table[C.INTRODUCE_AT].nunique() + 1.6)
+    # The curve panel is wider: its legend stands beside it, off the data.
+    fig, axes = style.figure(len(panels), 2, panel=(width * 1.3, 3.4), gridspec_kw={"width_ratios": [1, 1.6]})
     unit = C.SHORT_LABELS.get(metric, metric)
     for row, (_, _, title, cells) in enumerate(panels):
         ax, ax2 = axes[row]
@@ -248,11 +250,11 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
         draw_best_line(ax, xs, ys)
         edge = (b["edge"] != "").to_numpy()
         if edge.any():
-            ax.plot(xs[edge], ys[edge], "X", color=style.color(3), ms=9, mec="white", zorder=6,
-                    label="best at grid edge")
-            ax.legend(fontsize=6, loc="upper right")
-        ax.set_title(f"{title}\nbest weight per introduction time"
-                     + ("\n⚠ best weight at the grid edge: window not identified there" if edge.any() else ""))
+            ax.plot(xs[edge], ys[edge], "X", color=style.color(3), ms=9, mec="white", zorder=6)
+        # The title explains the marks: a legend inside a heatmap would cover its cells.
+        ax.set_title(style.wrap(f"{title}\nline: best weight per introduction time"
+                                + ("\n✕: best weight at the grid edge, window not identified there" if edge.any()
+                                   else ""), width))
         has_spread = b["std"].notna().any()
         if has_spread:
             ax2.errorbar(b[C.INTRODUCE_AT], b["best_loss"], yerr=b["std"], fmt="-o", ms=4, color=style.color(0),
@@ -261,7 +263,7 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
             ax2.plot(b[C.INTRODUCE_AT], b["best_loss"], "-o", ms=4, color=style.color(0),
                      label="best loss (1 seed, no spread)")
         ax2.axhline(est["ref_loss"] + est["margin"], color="0.4", ls="--", lw=1,
-                    label=f"earliest + margin ({est['margin']:g} nats/token)")
+                    label=f"earliest + margin ({est['margin']:g} {C.LOSS_UNIT})")
         if np.isfinite(est["close"]):
             ax2.axvline(est["close"], color=style.color(3), lw=1.5, label=f"window closes ≈ {est['close']:.3g}")
         if np.isfinite(est["low"]):  # the band runs to the last time where its upper end is open
@@ -269,8 +271,8 @@ def draw_window(table: pd.DataFrame, estimates: pd.DataFrame, out_dir, name: str
                         label=f"{est['level']:.0%} interval ({est['n_seeds']} seeds)"
                               + (f", open after t = {times[-1]:g}" if np.isinf(est["high"]) else ""))
         no_interval = np.isfinite(est["close"]) and np.isnan(est["low"])
-        ax2.set_title(est["window"].replace(" (", "\n(") + (f"\n({est['interval']})" if no_interval else ""))
+        ax2.set_title(style.wrap(est["window"] + (f" ({est['interval']})" if no_interval else ""), width * 1.1))
         ax2.set_xlabel(C.TIME_LABEL)
         ax2.set_ylabel(f"best {unit}")
-        ax2.legend(fontsize=7)
+        style.legend(ax2)
     return style.save(fig, out_dir, name, formats)

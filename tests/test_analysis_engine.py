@@ -9,6 +9,7 @@ from analysis import columns as C
 from analysis import heatmaps
 from analysis.cli import main
 from analysis.load import load_sweeps
+from midsweep import version
 
 TIMES, WEIGHTS = (0.25, 0.75), (0.4,)  # 2 runs + a baseline: about a minute each on 2 busy cores
 
@@ -37,3 +38,10 @@ def test_cli_on_a_real_tiny_sweep(tmp_path, capsys):
     for name in ("heatmap_in_domain", "heatmap_forgetting", "plasticity_window"):
         assert (out / "figures" / f"{name}.png").exists(), name
     assert (out / "runs.parquet").exists() and (out / "curves.csv").exists()
+    # The report's provenance, from what the engine recorded: the code, the command that made the grid, the grid.
+    page = (out / "report.html").read_text()
+    code = version.code()
+    assert code["version"] and f"midsweep {code['version']}; git commit: {code['commit'] or 'not recorded'}" in page
+    assert "mixture.introduce_at=0.25,0.75" in page and "mixture=none" in page
+    assert "mixture.introduce_at = 0.25, 0.75" in page
+    assert "train.publish_steps=" not in page  # the launcher's prefix-sharing override is not the user's command

@@ -30,6 +30,7 @@ from midsweep.train.fork import ParentFailed, Sharing
 from midsweep.train.progress import Progress
 from midsweep.train.results import RunRecorder, losses_by_event
 from midsweep.train.tracking import Tracking
+from midsweep.version import code as code_version
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                "coords": run.coords(), "overrides": _overrides(overrides), "final": final, "phase_end": phase_end,
                "steps": step, "tokens": step * tps, "tokens_by_domain": counts_tokens(),
                "flops": fpt * step * tps, "wall_time_s": wall, "params": params, "precision": precision,
-               "world_size": world, "prefix": sharing.record if sharing else None, "data": content}
+               "world_size": world, "prefix": sharing.record if sharing else None, "data": content,
+               "code": code_version()}
         rec.summary(out)
         return out
 
