@@ -91,12 +91,8 @@ def analyze(args: argparse.Namespace) -> dict:
         edges = [e for e in est["edge"] if e]
         add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
                     f"which the best achievable loss stays worse than the earliest introduction's by "
-<<<<<<< HEAD
-                    f"{args.margin:g} nats/token; `window` says it in words (an interval end `inf` = open: "
+                    f"{args.margin:g} {C.LOSS_UNIT}; `window` says it in words (an interval end `inf` = open: "
                     f"some resamples never close; no close where no window is identified). Interval: {intervals}. "
-=======
-                    f"{args.margin:g} {C.LOSS_UNIT}; NaN close = still open at the last time. Interval: {intervals}. "
->>>>>>> h5
                     + (" WARNING: " + " | ".join(edges) if edges else ""),
                     tables=[("Window close", est), ("Best weight per introduction time", best)]),
             window.draw_window(t, est, figs_dir, formats=args.formats))
@@ -158,14 +154,9 @@ def analyze(args: argparse.Namespace) -> dict:
                                 "model size (never pooled), the post-training target gain when post-training ran.",
                                 tables=[("Proximity and gains", prox)]))
 
-<<<<<<< HEAD
-    report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped, without_baseline(runs))
-    return {"tables": tables, "figures": figures, "report": report, "problems": sweep.problems}
-=======
     report = write_report(out, args.sweeps, runs, sections, sweep.problems, skipped, without_baseline(runs),
                           coords=sweep.coords)
-    return {"tables": tables, "figures": figures, "report": report}
->>>>>>> h5
+    return {"tables": tables, "figures": figures, "report": report, "problems": sweep.problems}
 
 
 def proximity_with_gains(prox, gains):

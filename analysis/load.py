@@ -177,15 +177,11 @@ def _parse_run(run_dir: str, files: dict, problems: list[str]) -> tuple[dict | N
         row[C.data(domain)] = digest
     for key in SUMMARY_FIELDS:
         row[key] = summary.get(key)
-<<<<<<< HEAD
-    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "path": run_dir, "lines": files[rundir.METRICS],
-=======
     # Provenance (the report): what made the run, with which code, where.
     row["overrides"] = " ".join(f"{k}={v}" for k, v in (summary.get("overrides") or {}).items()) or None
     code = summary.get("code") or {}
     row.update(host=status.get("host"), code_version=code.get("version"), code_commit=code.get("commit"))
-    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "lines": files[rundir.METRICS],
->>>>>>> h5
+    return row, {C.RUN_ID: run_id, C.SWEEP: row[C.SWEEP], "path": run_dir, "lines": files[rundir.METRICS],
                  "downstream": files[rundir.DOWNSTREAM]}
 
 

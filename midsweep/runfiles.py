@@ -69,7 +69,8 @@ SUMMARY: dict[str, Check] = {
     "phase_end": (_object, "an object"), "data": (_object, "an object {domain: digest}"),
     "prefix": (_prefix, 'an object with an integer "step"'), "steps": (_int, "an integer"),
     "tokens": (_int, "an integer"), "flops": (_number, "a number"), "wall_time_s": (_number, "a number"),
-    "params": (_int, "an integer")}
+    "params": (_int, "an integer"), "overrides": (_object, "an object {config key: value}"),
+    "code": (_object, 'an object {"version": ..., "commit": ...}')}
 """summary.json: what each field may hold (null is allowed for every field)."""
 PREFIX: dict[str, Check] = {"step": (_int, "an integer"), "parent": (_str, "a run id")}
 """prefix.json (a fork's record of the prefix it started from)."""
