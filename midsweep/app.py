@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from midsweep import rundir
+from midsweep import rundir, version_line
 from midsweep import app_help  # noqa: F401  (registers the resolver of the --help text)
 from midsweep.config import ConfigError, to_run_config
 from midsweep.data.sources import DataSourceError
@@ -52,5 +52,13 @@ def main(cfg: DictConfig) -> dict:
         handler.close()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``midsweep-train`` command: the Hydra app, but ``--version`` is midsweep's (Hydra's prints its own)."""
+    if "--version" in sys.argv[1:]:
+        print(version_line())
+        return
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -156,3 +156,18 @@ def test_the_other_commands_help_reads_cleanly(command):
     assert text.startswith("usage: midsweep") and "``" not in text
     description = text.split("\n\n")[1]
     assert description.rstrip().endswith(".")  # a whole sentence, not a docstring cut at its first line
+
+
+@pytest.mark.parametrize("command", ["status", "gc"])
+def test_subcommand_help_describes_what_it_does(command):
+    text = run([sys.executable, "-m", "midsweep.launch.cli", command, "--help"], REPO).stdout
+    description = text.split("\n\n")[1]
+    assert len(description.split()) > 10 and "``" not in description, description
+
+
+@pytest.mark.parametrize("command", [["midsweep.train"], ["midsweep.launch.cli"]])
+def test_version_is_midsweeps(command):
+    from importlib import metadata
+
+    text = run([sys.executable, "-m", *command, "--version"], REPO).stdout
+    assert text.strip() == f"midsweep {metadata.version('midsweep')}"

@@ -10,20 +10,24 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from midsweep import version_line
 from midsweep.launch import prepare, status
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="midsweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="state of every run of a sweep directory (run dirs + manifest + SLURM)")
+    st = sub.add_parser("status", help="state of every run of a sweep directory (run dirs + manifest + SLURM)",
+                        description=_plain(status.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir), holding the run directories")
     st.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     st.add_argument("--state", choices=status.STATES, help="only runs in this state")
     st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 30) until every run is done or failed (Ctrl-C stops)")
-    gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs")
+    gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs",
+                        description=_gc.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     gc.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     gc.set_defaults(handler=_gc)
@@ -56,8 +60,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
 
 
+def _plain(doc: str) -> str:
+    """A module docstring as --help text: without its reStructuredText literal quotes."""
+    return doc.replace("``", "")
+
+
 def _gc(args: argparse.Namespace) -> int:
-    """Keep the prefixes that a run of the manifest which is not done forks from; remove the rest."""
+    """Remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes, docs/prefix.md) that no run of the sweep's
+    manifest which is not done yet forks from; keep the rest. --dry-run lists them and removes nothing."""
     from midsweep.launch import manifest, prefix
 
     if not args.sweep_dir.is_dir():
