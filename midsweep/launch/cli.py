@@ -4,6 +4,7 @@ lm-evaluation-harness (evaluate). SWEEP_DIR is a sweep's train.out_dir; RUN_DIR 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -27,7 +28,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 30) until every run is done or failed (Ctrl-C stops)")
     gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs",
-                        description=_gc.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                        description=_plain(_gc.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     gc.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     gc.set_defaults(handler=_gc)
@@ -62,7 +63,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _plain(doc: str) -> str:
     """A module docstring as --help text: without its reStructuredText literal quotes."""
-    return doc.replace("``", "")
+    return inspect.cleandoc(doc).replace("``", "")
 
 
 def _gc(args: argparse.Namespace) -> int:
