@@ -15,8 +15,8 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import least_squares
 
-from analysis import columns as C
-from analysis import style
+from . import columns as C
+from . import style
 
 PARAMS = ("A", "alpha1", "alpha2", "alpha3", "E")
 MIN_POINTS = 8

@@ -17,7 +17,8 @@ import pytest
 from runner import REPO
 from midsweep.config import GROUPS
 
-PACKAGES = ("midsweep", "analysis", "hydra_plugins")
+PACKAGES = {"midsweep": "midsweep", "analysis": "midsweep_analysis", "hydra_plugins": "hydra_plugins"}
+"""Source folder -> the name it is installed under."""
 ALL_GROUPS = [*GROUPS, "experiment", "sweep"]
 
 
@@ -73,9 +74,12 @@ def installed(tmp_path_factory):
 def test_wheel_holds_every_module_the_configs_the_sweeps_and_the_license(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {p.relative_to(REPO).as_posix() for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+    modules = {f"{name}/{p.relative_to(REPO / folder).as_posix()}" for folder, name in PACKAGES.items()
+               for p in (REPO / folder).rglob("*.py")}
     missing = sorted(modules - names)
     assert not missing, f"not in the wheel: {missing}. Fix: see setup.py"
+    top = {n.split("/")[0] for n in names if "/" in n and ".dist-info/" not in n}
+    assert top == {*PACKAGES.values(), "midsweep_conf"}, f"top-level names in the wheel: {sorted(top)}"
     configs = {f"midsweep_conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     sweeps = {f"midsweep_conf/sweep/{p.name}" for p in (REPO / "sweeps").glob("*.yaml")}
     assert sweeps and configs | sweeps <= names  # (rglob does not enter the conf/sweep link)
@@ -86,8 +90,8 @@ def test_wheel_holds_every_module_the_configs_the_sweeps_and_the_license(install
 def test_installed_wheel_trains_and_previews_from_an_unrelated_directory(installed):
     _, bin_dir, cwd = installed
     cwd.mkdir(exist_ok=True)
-    where = run([bin_dir / "python", "-c", "import midsweep, midsweep_conf; print(midsweep.__file__, "
-                 "midsweep_conf.__file__)"], cwd).stdout
+    where = run([bin_dir / "python", "-c", "import midsweep, midsweep_conf, midsweep_analysis.cli; "
+                 "print(midsweep.__file__, midsweep_conf.__file__, midsweep_analysis.cli.__file__)"], cwd).stdout
     assert str(REPO) not in where and str(bin_dir.parent) in where  # the installed copy, not this checkout
     cache = os.environ["MIDSWEEP_CACHE"]
     run([bin_dir / "midsweep-train", "experiment=nano_test", "train.tokens=2048", "eval.every_tokens=1024",
@@ -150,7 +154,7 @@ def test_train_help_documents_every_field_with_its_docstring(train_help):
     assert field_docs(RunConfig)["name"] in words
 
 
-@pytest.mark.parametrize("command", [["midsweep.launch.cli"], ["analysis.cli"]])
+@pytest.mark.parametrize("command", [["midsweep.launch.cli"], ["midsweep_analysis.cli"]])
 def test_the_other_commands_help_reads_cleanly(command):
     text = run([sys.executable, "-m", *command, "--help"], REPO).stdout
     assert text.startswith("usage: midsweep") and "``" not in text
@@ -171,3 +175,15 @@ def test_version_is_midsweeps(command):
 
     text = run([sys.executable, "-m", *command, "--version"], REPO).stdout
     assert text.strip() == f"midsweep {metadata.version('midsweep')}"
+
+
+def test_the_analysis_package_imports_itself_by_relative_names():
+    """analysis/ is installed as midsweep_analysis: an absolute ``analysis`` import would fail in a wheel, or
+    pick up another project's package of that name."""
+    import ast
+
+    absolute = [f"{p.name}:{node.lineno}" for p in (REPO / "analysis").glob("*.py")
+                for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("analysis")
+                or isinstance(node, ast.Import) and any(a.name.startswith("analysis") for a in node.names)]
+    assert not absolute, f"absolute imports of 'analysis' at {absolute}. Fix: from . import x / from .module import y"

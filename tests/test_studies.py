@@ -118,8 +118,8 @@ def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(
     """plasticity_window on the cluster post-trains code runs on target_code and math runs on target."""
     import pandas as pd
 
-    from analysis.derived import add_metrics
-    from analysis.load import load_sweeps
+    from midsweep_analysis.derived import add_metrics
+    from midsweep_analysis.load import load_sweeps
 
     conf = tmp_path / "my_conf" / "data"
     conf.mkdir(parents=True)  # a domain added the README's way: a data option of one's own
