@@ -6,6 +6,7 @@ set up torch.distributed when running as a SLURM task, route SIGUSR2 to a checkp
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,9 @@ from midsweep.config import ConfigError, to_run_config
 from midsweep.data.sources import DataSourceError
 from midsweep.data.tokenizers import TokenizerError
 from midsweep.launch import distributed, preemption
+from midsweep.train.results import closing_lines
+
+log = logging.getLogger(__name__)
 
 # The top-level conf/ folder, installed as this package (pyproject.toml, setup.py): found from any directory, in a
 # wheel or an editable checkout alike. A user's own --config-dir / hydra.searchpath adds options and groups.
@@ -43,7 +47,11 @@ def main(cfg: DictConfig) -> dict:
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return train(run, list(HydraConfig.get().overrides.task), interrupt)
+        summary = train(run, list(HydraConfig.get().overrides.task), interrupt)
+        if int(os.environ.get("RANK", "0")) == 0:
+            for line in closing_lines(summary, run.run_dir()):
+                log.info(line)
+        return summary
     # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards): the message, not a traceback
     except (rundir.RunLocked, ConfigError, DataSourceError, TokenizerError) as err:
         sys.exit(f"midsweep-train: {err}")

@@ -85,8 +85,9 @@ def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, cap
     assert cli.main(["status", str(sweep)]) == 0
     out = capsys.readouterr().out
     head, *rows = out.splitlines()
-    assert "mixture.weight" in head and "step/total" in head and "tok/s" in head and "heartbeat" in head
-    assert "mixture.introduce_at" not in head and "experiment=" not in out  # only what varies
+    assert re.search(r"\bweight\b", head) and "step/total" in head and "tok/s" in head
+    assert "heartbeat" not in head and "ETA" not in head  # nothing to say of runs that are all done
+    assert "introduce_at" not in head and "experiment=" not in out  # only what varies
     runs = [line for line in rows if re.match(r"[0-9a-f]{12} ", line)]
     assert len(runs) == 2 and all(" done " in r and " 40/40 " in r for r in runs)
     assert sorted(re.search(r" (0\.[25]) ", r).group(1) for r in runs) == ["0.2", "0.5"]
@@ -97,6 +98,42 @@ def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, cap
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(r["coords"]["mixture.weight"] for r in rows) == [0.2, 0.5]
     assert all(r["progress"]["total_steps"] == 40 and r["progress"]["tok_per_s"] > 0 for r in rows)
+
+
+def test_a_run_ends_with_its_directory_and_losses_and_a_sweep_with_its_table(grid):
+    sweep, out = grid
+    for run in rundir.run_dirs(sweep):
+        final = rundir.read_summary(run)["final"]
+        closing = rf"run {run.name} done: 40 steps, 20,480 tokens in \S+; run directory {run}\n"
+        losses = "held-out loss at step 40: " + "  ".join(f"{d} {final[d]:.4f}" for d in sorted(final))
+        assert re.search(closing, out) and losses in out
+        assert (run / rundir.TRAIN_LOG).read_text().rstrip().endswith(losses)
+    table = out[out.index(f"sweep {sweep}:"):].splitlines()
+    assert re.match(r"run_id +state +step/total .*weight +loss code", table[1])
+    assert all(any(line.startswith(run.name) for line in table) for run in rundir.run_dirs(sweep))
+    assert "2 run(s): 2 done" in out
+
+
+def test_status_fits_the_terminal_and_keeps_only_what_tells_the_runs_apart(grid, tmp_path):
+    from midsweep.launch import manifest, status, status_table
+
+    sweep, _ = grid
+    copy = tmp_path / "sweep"
+    for run in rundir.run_dirs(sweep):
+        shutil.copytree(run, copy / run.name, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    runs = manifest.read(sweep)["runs"]
+    runs["0123456789ab"] = {"overrides": ["experiment=nano_test", "mixture.weight=0.8"]}  # not started yet
+    rundir.atomic_write_json(copy / "sweep_manifest.json", {"contract": 1, "runs": runs})
+    rows = status.collect(copy)
+    for width in (80, 120):  # the pending run made rows of ~400 characters
+        narrow = status_table.table(rows, copy, width=width).splitlines()
+        assert max(map(len, narrow)) <= width, narrow
+        assert re.match(r"run_id +state +step/total +weight +(loss code|reason / log)", narrow[0])
+        assert "introduce_at" not in narrow[0] and any("0123456789ab  pending" in line for line in narrow)
+    assert "loss target" in narrow[0]  # at 120 columns the final losses fit
+    wide = status_table.table(rows, copy, wide=True).splitlines()
+    assert all(k in wide[0] for k in ("mixture.weight", "heartbeat", "ETA", "job", "fork of"))
+    assert all(str(copy / r.run_id / "train.log") in "\n".join(wide) for r in rows if r.state == "done")
 
 
 def _as_running(run: Path, age_s: float, step: int = 20) -> None:

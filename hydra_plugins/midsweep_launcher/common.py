@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from midsweep.launch import manifest, prefix
+from midsweep.launch import manifest, prefix, status, status_table
 from midsweep.launch.compose import PointComposer
 from midsweep.launch.preview import Throughput, preview
 from midsweep.launch.sweep import Point, done_result, format_losses, load_function, preflight
@@ -81,3 +81,9 @@ def write_manifests(points: list[Point], extra: dict[str, dict],
             fields = {**fields, "prefix": sharing.record(p)}
         by_dir.setdefault(p.run_dir.parent, {})[p.run_id] = manifest.entry(p.overrides, p.run_dir, p.action, **fields)
     return [str(manifest.update(d, runs)) for d, runs in by_dir.items()]
+
+
+def show_sweeps(points: list[Point]) -> None:
+    """The launchers' last lines once every run has ended: each sweep's table as ``midsweep status`` shows it."""
+    for sweep_dir in sorted({p.run_dir.parent for p in points}):
+        log.info(f"sweep {sweep_dir}:\n{status_table.table(status.collect(sweep_dir), sweep_dir)}")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 from midsweep import version_line
-from midsweep.launch import prepare, status
+from midsweep.launch import prepare, status, status_table
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -25,6 +26,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     st.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir), holding the run directories")
     st.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     st.add_argument("--state", choices=status.STATES, help="only runs in this state")
+    st.add_argument("--wide", action="store_true",
+                    help="every column (also those constant across the runs shown), whole keys, uncut lines")
     st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 30) until every run is done or failed (Ctrl-C stops)")
     gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs",
@@ -50,7 +53,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for row in status.as_dicts(shown):
                 print(json.dumps(row))
         else:
-            print(status.table(shown))
+            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            print(status_table.table(shown, args.sweep_dir, wide=args.wide, width=width))
         if not args.watch or all(r.state in ("done", "failed") for r in rows):
             return 0
         if not args.json:
