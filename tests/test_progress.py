@@ -136,6 +136,37 @@ def test_status_fits_the_terminal_and_keeps_only_what_tells_the_runs_apart(grid,
     assert all(str(copy / r.run_id / "train.log") in "\n".join(wide) for r in rows if r.state == "done")
 
 
+@pytest.mark.slow
+def test_progress_bar_only_on_a_terminal_and_log_lines_never_share_its_line(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import termios
+
+    args = ["experiment=nano_test", "train.progress=true", "train.tokens=10240", "eval.every_tokens=5120"]
+    redirected = train_cli(*args, f"train.out_dir={tmp_path / 'file'}")
+    assert "step/s" not in redirected.stderr + redirected.stdout and "\r" not in redirected.stderr
+    parent, child = pty.openpty()  # a terminal of 120 columns: the bar is drawn and the log lines print above it
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *args, f"train.out_dir={tmp_path / 'tty'}"],
+                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    assert "step/s" in text
+    logged = [m.start() for m in re.finditer(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[", text)]
+    assert logged and all(text[:i].split("\n")[-1].split("\r")[-1].strip() == "" for i in logged), text[-3000:]
+
+
 def _as_running(run: Path, age_s: float, step: int = 20) -> None:
     """Rewrite a finished run's status.json as if it were running at ``step``, last heard of ``age_s`` ago."""
     st = rundir.read_status(run)
