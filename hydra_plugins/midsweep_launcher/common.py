@@ -1,19 +1,21 @@
 """What both midsweep launchers do before launching: validate the grid, skip finished runs, preview."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from hydra_plugins.midsweep_launcher.config import MidsweepOptions
 from midsweep.launch import manifest, prefix, status, status_table
 from midsweep.launch.compose import PointComposer
-from midsweep.launch.preview import Throughput, preview
-from midsweep.launch.sweep import Point, done_result, format_losses, load_function, preflight
+from midsweep.launch.preview import Throughput, duplicates_line, preview
+from midsweep.launch.sweep import DUPLICATE, Point, done_result, format_losses, load_function, preflight
 
 log = logging.getLogger("midsweep.launch")
-OPTIONS = ("preview", "skip_done", "run_config", "peak_tflops", "mfu")
+OPTIONS = tuple(f.name for f in dataclasses.fields(MidsweepOptions))
 
 
 def split_options(params: dict) -> tuple[dict, dict]:
@@ -33,8 +35,10 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     for p in points:
         if p.action == "done":
             log.info(f"\t#{p.index} {p.run_id} done, skipped: final {format_losses(done_result(p)['final'])}")
-        elif not p.submit:
+        elif not p.submit and (p.action != DUPLICATE or launcher.opts.get("list_duplicates")):
             log.info(f"\t#{p.index} {p.run_id} {p.action}, skipped: {p.reason}")
+    if not launcher.opts.get("list_duplicates") and duplicates_line(points):
+        log.info(f"\t{duplicates_line(points)}")
     return points
 
 
@@ -55,7 +59,7 @@ def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: st
                  sharing: prefix.SweepPlan | None = None) -> list[JobReturn]:
     o = launcher.opts
     print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name,
-                  sharing))
+                  sharing, list_duplicates=o.get("list_duplicates", False)))
     return [returned(p, {"preview": p.action, "run_id": p.run_id}) for p in points]
 
 
