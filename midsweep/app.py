@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from midsweep import rundir, version_line
+from midsweep import rundir, user_config, version_line
 from midsweep import app_help  # noqa: F401  (registers the resolver of the --help text)
 from midsweep.config import ConfigError, to_run_config
 from midsweep.data.sources import DataSourceError
@@ -26,8 +26,8 @@ from midsweep.train.results import closing_lines
 log = logging.getLogger(__name__)
 
 # The top-level conf/ folder, installed as this package (pyproject.toml, setup.py): found from any directory, in a
-# wheel or an editable checkout alike. A user's own --config-dir / hydra.searchpath adds options and groups.
-CONF_PACKAGE = "midsweep_conf"
+# wheel or an editable checkout alike. The user's config directory (midsweep/user_config.py) comes before it.
+CONF_PACKAGE = user_config.SHIPPED
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))
 
 
@@ -37,6 +37,7 @@ def main(cfg: DictConfig) -> dict:
         run = to_run_config(cfg)  # every bad value, before any data or GPU is touched
     except ConfigError as err:
         sys.exit(f"midsweep-train: {err}")
+    user_config.check(HydraConfig.get().runtime.config_sources)
     distributed.setup_environment()
     interrupt = preemption.install()
 

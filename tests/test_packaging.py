@@ -187,3 +187,25 @@ def test_the_analysis_package_imports_itself_by_relative_names():
                 if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("analysis")
                 or isinstance(node, ast.Import) and any(a.name.startswith("analysis") for a in node.names)]
     assert not absolute, f"absolute imports of 'analysis' at {absolute}. Fix: from . import x / from .module import y"
+
+
+def test_the_users_config_directory_replaces_shipped_options_and_files_that_do_nothing_are_named(tmp_path):
+    mine, extra = tmp_path / "mine", tmp_path / "extra"
+    for path, text in {mine / "data" / "cluster.yaml": "tokenizer: my-org/my-tokenizer\n",
+                       mine / "data" / "biultin.yaml": "tokenizer: bytes\n",
+                       mine / "datta" / "x.yaml": "tokenizer: bytes\n",
+                       extra / "data" / "builtin.yaml": "tokenizer: bytes\n"}.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    env = {"MIDSWEEP_CONFIG_DIR": str(mine)}
+    job = run([sys.executable, "-m", "midsweep.train", "data=cluster", "--cfg", "job"], REPO, **env).stdout
+    assert "tokenizer: my-org/my-tokenizer" in job  # read without a flag, before the shipped data/cluster.yaml
+    proc = run([sys.executable, "-m", "midsweep.train", "-m", "--config-dir", extra, "experiment=nano_test",
+                f"train.out_dir={tmp_path / 'out'}", "hydra.launcher.preview=true"], REPO, **env)
+    out = proc.stdout + proc.stderr
+    warned = [line for line in out.splitlines() if " is not used: " in line or " shadows nothing" in line]
+    assert len(warned) == 3, out
+    assert f"{extra / 'data' / 'builtin.yaml'} is not used: " in warned[2] and "data=<new name>" in warned[2]
+    assert "'datta' is no config group (did you mean 'data'?)" in warned[1]
+    assert "adds an option data=biultin" in warned[0] and "name it builtin.yaml" in warned[0]
+    assert f"user config directory {mine}: replaces the shipped data/cluster" in out

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from hydra.core.utils import JobReturn, JobStatus
 
 from hydra_plugins.midsweep_launcher.config import MidsweepOptions
+from midsweep import user_config
 from midsweep.launch import manifest, prefix, status, status_table
 from midsweep.launch.compose import PointComposer
 from midsweep.launch.preview import Throughput, duplicates_line, preview
@@ -25,6 +26,7 @@ def split_options(params: dict) -> tuple[dict, dict]:
 
 def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
     """Validate every point (all errors at once) and log what happens to each."""
+    user_config.check(launcher.config.hydra.runtime.config_sources)
     tic = time.perf_counter()
     composer = PointComposer(launcher.hydra_context.config_loader, launcher.config)
     points = preflight(job_overrides, composer.task_config, load_function(launcher.opts["run_config"]),
