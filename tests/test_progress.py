@@ -78,6 +78,12 @@ def test_tensorboard_events_hold_every_loss_against_steps_and_tokens(grid, forke
         assert [e.value for e in events] == pytest.approx([r["loss"] for r in metrics if r["domain"] == d], rel=1e-6)
         assert [e.step for e in tokens.Scalars(f"eval/{d}/loss")] == [s * 512 for s in EVALS]
     assert [e.value for e in steps.Scalars("tokens")][-1] == 40 * 512
+    # the study's variables, as a reader compares runs: the mixture weights over training and the phase
+    weight = rundir.read_summary(run)["coords"]["mixture.weight"]
+    code = {e.step: e.value for e in steps.Scalars("mixture/code")}
+    phase = {e.step: e.value for e in steps.Scalars("train/phase")}
+    assert sorted(code) == STEPS and code[5] == 0 and code[40] == pytest.approx(weight)
+    assert [phase[s] for s in STEPS] == [0 if r["phase"] == "pretrain" else 1 for r in train]
 
 
 def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, capsys):
@@ -243,7 +249,7 @@ def wandb_attempt(path: Path) -> dict:
     for r in wandb_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            out["id"], out["group"] = r.run.run_id, r.run.run_group
+            out["id"], out["group"], out["name"] = r.run.run_id, r.run.run_group, r.run.display_name
         elif kind == "history":
             row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
             assert row["_step"] not in out["history"], "a step logged twice within one attempt"
@@ -255,6 +261,7 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
                                                                                          monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "sweep"
+    nano = [*nano, "mixture.introduce_at=0.5"]
     first = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano, "logger=wandb"], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -269,6 +276,7 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
     attempts = [wandb_attempt(p) for p in sorted(run.glob("wandb/offline-run-*/run-*.wandb"))]
     assert len(attempts) == 2
     assert all(a["id"] == run.name and a["group"] == sweep.name for a in attempts)
+    assert attempts[0]["name"] == f"introduce_at=0.5 [{run.name[:6]}]"  # not the 12-character id
     before, after = (sorted(a["history"]) for a in attempts)
     assert before[-1] == stopped["step"] and after[0] > stopped["step"]  # no step sent twice
     assert before + after == sorted(set(STEPS) | set(EVALS))
@@ -276,3 +284,13 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
     last = attempts[1]["history"][40]
     assert {d: last[f"eval/{d}/loss"] for d in DOMAINS} == pytest.approx(final)
     assert last["tokens"] == 40 * 512 and last["train/loss"] > 0
+
+
+def test_a_runs_readable_name_is_the_coordinates_its_command_line_sets():
+    from midsweep.naming import run_label
+
+    coords = {"mixture.kind": "introduce", "mixture.introduce_at": 0.3, "mixture.weight": 0.25, "train.seed": 1,
+              "optim.weight_decay": 0.1}
+    overrides = {"mixture": "introduce", "mixture.introduce_at": "0.3", "mixture.weight": "0.25", "train.out_dir": "x"}
+    assert run_label(coords, overrides, "b18a28cacaea") == "introduce_at=0.3 kind=introduce weight=0.25 [b18a28]"
+    assert run_label(coords, {"train.out_dir": "x"}, "b18a28cacaea") == "b18a28cacaea"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from midsweep import rundir
+from midsweep.naming import short_keys
 from midsweep.launch import progress
 from midsweep.launch.status import STATES
 
@@ -69,20 +70,6 @@ def _columns(rows: list, summaries: list[dict], wide: bool) -> list[Column]:
             Column("heartbeat", _heartbeat), *map(coord, keys), *map(loss, domains),
             Column("fork of", lambda r, s: r.fork_of or "-"), Column("job", lambda r, s: str(r.job_id or "-")),
             Column(LAST, lambda r, s: "  ".join(x for x in (r.reason, r.log) if x))]
-
-
-def short_keys(keys: list[str]) -> list[str]:
-    """Each dotted key's shortest ending that no other key of ``keys`` shares."""
-    def ending(key: str, n: int) -> str:
-        return ".".join(key.split(".")[-n:])
-
-    out = []
-    for key in keys:
-        n = 1
-        while n < key.count(".") + 1 and any(ending(o, n) == ending(key, n) for o in keys if o != key):
-            n += 1
-        out.append(ending(key, n))
-    return out
 
 
 def _kept(cells: list[list[str]], columns: list[Column]) -> list[int]:
