@@ -79,6 +79,7 @@ def closing_lines(summary: dict, run_dir: Path) -> list[str]:
              f"{summary.get('tokens', 0):,} tokens in {took}; run directory {Path(run_dir).absolute()}"]
     final = summary.get("final") or {}
     if final:
-        lines.append(f"held-out loss at step {summary.get('steps')}: "
-                     + "  ".join(f"{d} {loss:.4f}" for d, loss in sorted(final.items())))
+        # a done run's last evaluation is at its last step; a requeued run's may be earlier
+        when = f"at step {summary.get('steps')}" if summary.get("status") == "done" else "at the last evaluation"
+        lines.append(f"held-out loss {when}: " + "  ".join(f"{d} {loss:.4f}" for d, loss in sorted(final.items())))
     return lines
