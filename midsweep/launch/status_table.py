@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from midsweep import rundir
-from midsweep.naming import short_keys
 from midsweep.launch import progress
 from midsweep.launch.status import STATES
+from midsweep.naming import short_keys
 
 ALWAYS = ("run_id", "state", "step/total")
 """Columns every table has, even where all runs agree."""
