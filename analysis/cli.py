@@ -7,11 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import columns as C
-from analysis import downstream, heatmaps, laws, proximity, studies, style, window
-from analysis.derived import add_metrics, without_baseline
-from analysis.load import SweepError, load_sweeps, save_tables
-from analysis.report import Section, write_report
+from . import columns as C
+from . import downstream, heatmaps, laws, proximity, studies, style, window
+from .derived import add_metrics, without_baseline
+from .load import SweepError, load_sweeps, save_tables
+from .report import Section, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import columns as C
+from . import columns as C
 
 def coordinate_columns(runs: pd.DataFrame) -> list[str]:
     """The coordinate columns of a runs table (dotted config keys; final losses and data digests are not)."""

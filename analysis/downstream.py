@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import columns as C
-from analysis import style
+from . import columns as C
+from . import style
 
 GROUP = ["task", "metric", "filter"]
 

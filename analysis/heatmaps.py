@@ -13,10 +13,10 @@ import pandas as pd
 from matplotlib.collections import PatchCollection
 from matplotlib.patches import Rectangle
 
-from analysis import columns as C
-from analysis import style
-from analysis.celltext import add_labels, half_extent
-from analysis.derived import add_metrics, coordinate_columns
+from . import columns as C
+from . import style
+from .celltext import add_labels, half_extent
+from .derived import add_metrics, coordinate_columns
 
 AXES = [C.INTRODUCE_AT, C.WEIGHT]
 NOT_FACETS = {C.INTRODUCE_AT, C.WEIGHT, C.SEED, C.INTRODUCE_TOKENS}

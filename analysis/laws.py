@@ -16,8 +16,8 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import least_squares
 
-from analysis import columns as C
-from analysis import profile_t, style
+from . import columns as C
+from . import profile_t, style
 
 PARAMS = ("A", "alpha1", "alpha2", "alpha3", "E")
 POSITIVE = ("A", "E")  # fitted through their logarithms: an open lower end is 0

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import json as pa_json
 
-from analysis import columns as C
+from . import columns as C
 from midsweep import rundir, runfiles
 
 CONTRACT_VERSION = rundir.CONTRACT

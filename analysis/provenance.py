@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis import columns as C
-from analysis.load import CONTRACT_VERSION, read_config
+from . import columns as C
+from .load import CONTRACT_VERSION, read_config
 from midsweep.config import RunConfig
 from midsweep.config.run import NON_SEMANTIC, flatten
 from midsweep.launch.prefix import OVERRIDE as PREFIX_OVERRIDE

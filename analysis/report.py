@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import columns as C
-from analysis.provenance import provenance
+from . import columns as C
+from .load import CONTRACT_VERSION
+from .provenance import provenance
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from analysis import columns as C
-from analysis import style
-from analysis.derived import baseline_values
+from . import columns as C
+from . import style
+from .derived import baseline_values
 
 NOT_HELD = {C.SEED, C.INTRODUCE_TOKENS, C.INTRODUCE_AT}
 # The LR axes of a re-warming study: the max LR and warmup of the run, and of the re-warm at the boundary.

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis import columns as C
-from analysis.laws import reuse_law
+from . import columns as C
+from .laws import reuse_law
 from midsweep import rundir
 
 # Templates made by engine_templates: name -> the overrides of its runs.

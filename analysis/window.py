@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import columns as C
-from analysis import style
-from analysis.derived import add_metrics
-from analysis.heatmaps import AXES, NULL, draw_best_line, draw_panel, facet_panels, grid_of, heatmap_runs, heatmap_table
+from . import columns as C
+from . import style
+from .derived import add_metrics
+from .heatmaps import AXES, NULL, draw_best_line, draw_panel, facet_panels, grid_of, heatmap_runs, heatmap_table
 
 MIN_SEEDS = 2
 """Seeds needed for an interval (one seed has no spread to estimate the noise from)."""

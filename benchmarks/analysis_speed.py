@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis import columns as C
-from analysis import heatmaps, synthetic
-from analysis.derived import add_metrics
-from analysis.load import load_sweeps
+from midsweep_analysis import columns as C
+from midsweep_analysis import heatmaps, synthetic
+from midsweep_analysis.derived import add_metrics
+from midsweep_analysis.load import load_sweeps
 
 TARGET_S = 10.0
 

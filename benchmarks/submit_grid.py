@@ -1,7 +1,10 @@
 """Validate and submit a 1,000-point grid of the real engine to the local SLURM, and say where the time goes.
 Target: under 60 s from command line to return (``hydra.launcher.wait=false``).
 
-    sudo scripts/local_slurm/start.sh && .venv/bin/python benchmarks/submit_grid.py [--points 1000]
+    .venv/bin/python benchmarks/submit_grid.py [--points 1000]
+
+When no SLURM controller answers, it starts the project's local cluster (scripts/local_slurm/start.sh, which
+needs root) or says in one line how to.
 
 The grid is ``experiment=nano_test`` (10 steps a run) over 40 mixture weights x points/40 seeds. The array
 runs at most 2 tasks at once and is cancelled as soon as the command returns, so the machine is not swamped.
@@ -22,7 +25,30 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+START = REPO / "scripts" / "local_slurm" / "start.sh"
 TARGET_S = 60.0
+
+
+def controller_answers() -> bool:
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        return False
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    return ping.returncode == 0 and "UP" in ping.stdout
+
+
+def ensure_cluster() -> str | None:
+    """None once a SLURM controller answers, starting the local cluster if need be; else the line saying how."""
+    if controller_answers():
+        return None
+    if os.geteuid() != 0:
+        return f"no SLURM controller answers (scontrol ping): start the local cluster with sudo {START}, then rerun"
+    print(f"no SLURM controller answers: starting the local cluster ({START}; installs slurm-wlm on first use)",
+          flush=True)
+    started = subprocess.run([str(START)], capture_output=True, text=True)
+    if started.returncode != 0 or not controller_answers():
+        last = (started.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"could not start the local SLURM cluster ({last}); see {START}"
+    return None
 
 
 def hydra_compose_cost(overrides: list[list[str]], base: list[str]) -> float:
@@ -51,8 +77,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", type=int, default=1000, help="grid size (40 weights x points/40 seeds)")
     args = ap.parse_args()
-    if shutil.which("sbatch") is None:
-        print("no sbatch: start the local cluster first (sudo scripts/local_slurm/start.sh)")
+    problem = ensure_cluster()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     weights = [f"{0.01 * (i + 1):.2f}" for i in range(40)]
     seeds = [str(i) for i in range(max(1, args.points // 40))]

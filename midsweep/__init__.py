@@ -1,0 +1,1 @@
+"""midsweep: plasticity-window studies of language-model training."""

@@ -6,6 +6,7 @@ set up torch.distributed when running as a SLURM task, route SIGUSR2 to a checkp
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -14,16 +15,20 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from midsweep import rundir
+from midsweep import rundir, user_config
+from midsweep.version import version_line
 from midsweep import app_help  # noqa: F401  (registers the resolver of the --help text)
 from midsweep.config import ConfigError, to_run_config
 from midsweep.data.sources import DataSourceError
 from midsweep.data.tokenizers import TokenizerError
 from midsweep.launch import distributed, preemption
+from midsweep.train.results import closing_lines
+
+log = logging.getLogger(__name__)
 
 # The top-level conf/ folder, installed as this package (pyproject.toml, setup.py): found from any directory, in a
-# wheel or an editable checkout alike. A user's own --config-dir / hydra.searchpath adds options and groups.
-CONF_PACKAGE = "midsweep_conf"
+# wheel or an editable checkout alike. The user's config directory (midsweep/user_config.py) comes before it.
+CONF_PACKAGE = user_config.SHIPPED
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))
 
 
@@ -33,6 +38,7 @@ def main(cfg: DictConfig) -> dict:
         run = to_run_config(cfg)  # every bad value, before any data or GPU is touched
     except ConfigError as err:
         sys.exit(f"midsweep-train: {err}")
+    user_config.check(HydraConfig.get().runtime.config_sources)
     distributed.setup_environment()
     interrupt = preemption.install()
 
@@ -43,7 +49,11 @@ def main(cfg: DictConfig) -> dict:
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return train(run, list(HydraConfig.get().overrides.task), interrupt)
+        summary = train(run, list(HydraConfig.get().overrides.task), interrupt)
+        if int(os.environ.get("RANK", "0")) == 0:
+            for line in closing_lines(summary, run.run_dir()):
+                log.info(line)
+        return summary
     # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards): the message, not a traceback
     except (rundir.RunLocked, ConfigError, DataSourceError, TokenizerError) as err:
         sys.exit(f"midsweep-train: {err}")
@@ -52,5 +62,13 @@ def main(cfg: DictConfig) -> dict:
         handler.close()
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``midsweep-train`` command: the Hydra app, but ``--version`` is midsweep's (Hydra's prints its own)."""
+    if "--version" in sys.argv[1:]:
+        print(version_line())
+        return
     main()
+
+
+if __name__ == "__main__":
+    cli()

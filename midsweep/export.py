@@ -4,10 +4,12 @@ OUT_DIR gets what AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pr
 model.safetensors (GPTNeoXForCausalLM for model.arch=neox, LlamaForCausalLM for llama; float32), the tokenizer,
 and midsweep.json (run id, step, tokens: where the weights come from). An HF tokenizer is saved as it is; the
 built-in byte tokenizer (ids = UTF-8 bytes, id 0 ends a document) becomes a byte-level tokenizer with the same
-ids, whose id 0 is the special token <|endoftext|> (eos and pad).
+ids, whose id 0 is the special token <|endoftext|> (eos and pad). config.json names the tokenizer's pad id,
+and the tokenizer pads on the left, so a batch of prompts generates as each prompt alone. Files follow the umask.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -88,24 +90,42 @@ def export(run_dir: Path, out_dir: Path, step: Optional[int] = None) -> Exported
         config.max_position_embeddings = run.model.seq_len
         model = AutoModelForCausalLM.from_config(config)
         model.load_state_dict(to_hf(state, run.model, tokenizer.vocab_size), strict=True)
+    hf_tok = hf_tokenizer(tokenizer, run.model.seq_len)
     model.config.use_cache = True
-    model.config.bos_token_id = model.config.eos_token_id = tokenizer.eos_id
-    model.generation_config.bos_token_id = model.generation_config.eos_token_id = tokenizer.eos_id
+    for config in (model.config, model.generation_config):  # generate() reads the latter
+        config.bos_token_id = config.eos_token_id = tokenizer.eos_id
+        config.pad_token_id = hf_tok.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    hf_tokenizer(tokenizer, run.model.seq_len).save_pretrained(out_dir)
+    hf_tok.save_pretrained(out_dir)
     tokens = step * run.tokens_per_step
     rundir.atomic_write_json(out_dir / PROVENANCE, {"run_id": run.run_id(), "run_dir": str(run_dir.resolve()),
                                                     "step": step, "tokens": tokens, "arch": run.model.arch})
+    _follow_umask(out_dir)
     return Exported(out_dir, step, tokens)
+
+
+def _follow_umask(out_dir: Path) -> None:
+    """Give every exported file the mode a new file gets under the umask: the weights are written through a
+    private temporary file (0600), which colleagues sharing the model directory could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def hf_tokenizer(tokenizer, max_length: int):
     """A transformers tokenizer encoding text to the ids the run was trained on."""
     from transformers import PreTrainedTokenizerFast
 
+    # a causal LM generates after the prompt: a batch of prompts is padded on the left, with eos when the
+    # tokenizer has no pad token of its own
     if not isinstance(tokenizer, ByteTokenizer):
         tokenizer.tok.model_max_length = max_length
+        tokenizer.tok.padding_side = "left"
+        if tokenizer.tok.pad_token is None:
+            tokenizer.tok.pad_token = tokenizer.tok.convert_ids_to_tokens(tokenizer.eos_id)
         return tokenizer.tok
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -119,4 +139,4 @@ def hf_tokenizer(tokenizer, max_length: int):
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([BYTE_EOS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=BYTE_EOS, pad_token=BYTE_EOS,
-                                   model_max_length=max_length)
+                                   model_max_length=max_length, padding_side="left")

@@ -11,10 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def version() -> str | None:
+    """The installed distribution's version (pyproject.toml owns it); None in a checkout never installed."""
     try:
         return metadata.version("midsweep")
     except metadata.PackageNotFoundError:
         return None
+
+
+def version_line() -> str:
+    """What ``--version`` prints for every command."""
+    v = version()
+    return f"midsweep {v}" if v else "midsweep (not installed: pip install -e .)"
 
 
 def _git(*args: str) -> str | None:

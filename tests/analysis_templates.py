@@ -5,7 +5,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from analysis import synthetic
+from midsweep_analysis import synthetic
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,5 @@
-"""Shared test setup: one corpus/shard cache for the whole suite (built once, reused by every run)."""
+"""Shared test setup: one corpus/shard cache for the whole suite (built once, reused by every run), and no user
+config directory."""
 import os
 
 import pytest
@@ -6,6 +7,8 @@ import pytest
 from runner import REPO
 
 os.environ.setdefault("MIDSWEEP_CACHE", str(REPO / ".cache" / "midsweep"))
+# the developer's own ~/.config/midsweep would change what the tests compose (midsweep/user_config.py)
+os.environ["MIDSWEEP_CONFIG_DIR"] = str(REPO / "tests" / "no-user-config")
 
 
 @pytest.fixture

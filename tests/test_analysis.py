@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from analysis_templates import engine_templates
 
-from analysis import columns as C
-from analysis import heatmaps, studies, style, synthetic, window
-from analysis.cli import main
-from analysis.derived import add_metrics
-from analysis.load import CONTRACT_VERSION, SweepError, load_sweeps, read_tables, save_tables
+from midsweep_analysis import columns as C
+from midsweep_analysis import heatmaps, studies, style, synthetic, window
+from midsweep_analysis.cli import main
+from midsweep_analysis.derived import add_metrics
+from midsweep_analysis.load import CONTRACT_VERSION, SweepError, load_sweeps, read_tables, save_tables
 
 TIMES, WEIGHTS, SEEDS = [0.0, 0.25, 0.5, 0.75], [0.1, 0.2, 0.4], [0, 1, 2]
 

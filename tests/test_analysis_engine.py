@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from analysis import columns as C
-from analysis import heatmaps
-from analysis.cli import main
-from analysis.load import load_sweeps
+from midsweep_analysis import columns as C
+from midsweep_analysis import heatmaps
+from midsweep_analysis.cli import main
+from midsweep_analysis.load import load_sweeps
 from midsweep import version
 
 TIMES, WEIGHTS = (0.25, 0.75), (0.4,)  # 2 runs + a baseline: about a minute each on 2 busy cores

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from analysis_templates import engine_templates
 
-from analysis import laws, proximity, style, synthetic
-from analysis.cli import main
-from analysis.derived import add_metrics
-from analysis.load import load_sweeps
+from midsweep_analysis import laws, proximity, style, synthetic
+from midsweep_analysis.cli import main
+from midsweep_analysis.derived import add_metrics
+from midsweep_analysis.load import load_sweeps
 from midsweep.data.corpora import ensure_corpus
 from runner import REPO
 

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from analysis_templates import engine_templates
 
-from analysis import columns as C
-from analysis import heatmaps, style, synthetic, window
-from analysis.cli import main
-from analysis.load import load_sweeps
+from midsweep_analysis import columns as C
+from midsweep_analysis import heatmaps, style, synthetic, window
+from midsweep_analysis.cli import main
+from midsweep_analysis.load import load_sweeps
 
 # Best achievable loss = 2 + slope * t (up to the weight grid): the window closes at t = margin / slope = 0.5.
 TIMES, WEIGHTS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], [0.05, 0.1, 0.2, 0.3, 0.4, 0.5]

@@ -9,9 +9,9 @@ import time
 
 from runner import REPO, train_cli
 
-from analysis import columns as C
-from analysis import heatmaps
-from analysis.load import load_sweeps
+from midsweep_analysis import columns as C
+from midsweep_analysis import heatmaps
+from midsweep_analysis.load import load_sweeps
 from midsweep import rundir
 
 DOCS = [f"case {i}: the court held that clause {i % 7} binds the parties. " * (1 + i % 3) for i in range(300)]

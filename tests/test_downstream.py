@@ -10,7 +10,7 @@ from runner import train_cli
 from midsweep import rundir
 from midsweep.downstream import ROW_KEYS, rows_from_results
 from midsweep.launch.cli import main as midsweep
-from analysis.cli import main as analyze
+from midsweep_analysis.cli import main as analyze
 
 # The parts of a real lm_eval.simple_evaluate result (lm-eval 0.4.13, a local multiple-choice task, limit=3)
 # that the rows come from, plus a group entry as lm-eval writes it ("N/A" standard error).

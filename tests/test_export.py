@@ -101,3 +101,30 @@ def test_export_refuses_a_checkpoint_whose_bytes_changed(runs, tmp_path):
         midsweep(["export", str(run), str(tmp_path / "hf"), "--step", "5"])
     assert not (tmp_path / "hf").exists()
 
+
+@pytest.mark.slow
+def test_exported_model_generates_a_padded_batch_as_each_prompt_alone_and_is_readable_as_the_umask_says(
+        runs, tmp_path, recwarn):
+    import os
+    import stat
+
+    transformers = pytest.importorskip("transformers")
+    old = os.umask(0o022)
+    try:
+        midsweep(["export", str(runs["neox"]), str(tmp_path)])
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert set(modes.values()) == {0o644}, modes  # model.safetensors was 0600
+    config = json.loads((tmp_path / "config.json").read_text())
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert config["pad_token_id"] == tok.pad_token_id == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    prompts = ["def f(x):\n    return", "x"]
+    recwarn.clear()
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=8, do_sample=False)
+    assert not [w for w in recwarn if "padding" in str(w.message)], [str(w.message) for w in recwarn]
+    for i, prompt in enumerate(prompts):
+        alone = model.generate(**tok([prompt], return_tensors="pt"), max_new_tokens=8, do_sample=False)
+        assert out[i, -8:].tolist() == alone[0, -8:].tolist()

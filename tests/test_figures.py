@@ -16,9 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.legend import Legend
 from matplotlib.text import Text
 
-from analysis import columns as C
-from analysis import style, synthetic
-from analysis.cli import main
+from midsweep_analysis import columns as C
+from midsweep_analysis import style, synthetic
+from midsweep_analysis.cli import main
 from midsweep import rundir
 
 TIMES, WEIGHTS = [0.1, 0.3, 0.5, 0.7], [0.1, 0.25, 0.5, 0.9]

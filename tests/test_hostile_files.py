@@ -7,10 +7,10 @@ import os
 import pytest
 from analysis_templates import engine_templates
 
-from analysis import columns as C
-from analysis import synthetic
-from analysis.cli import main as analyze
-from analysis.load import load_sweeps
+from midsweep_analysis import columns as C
+from midsweep_analysis import synthetic
+from midsweep_analysis.cli import main as analyze
+from midsweep_analysis.load import load_sweeps
 from midsweep.launch import cli, status
 
 TIMES, WEIGHTS, SEEDS = [0.0, 0.25, 0.5, 0.75], [0.1, 0.4], [0]

@@ -17,7 +17,8 @@ import pytest
 from runner import REPO
 from midsweep.config import GROUPS
 
-PACKAGES = ("midsweep", "analysis", "hydra_plugins")
+PACKAGES = {"midsweep": "midsweep", "analysis": "midsweep_analysis", "hydra_plugins": "hydra_plugins"}
+"""Source folder -> the name it is installed under."""
 ALL_GROUPS = [*GROUPS, "experiment", "sweep"]
 
 
@@ -73,9 +74,12 @@ def installed(tmp_path_factory):
 def test_wheel_holds_every_module_the_configs_the_sweeps_and_the_license(installed):
     wheel, _, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {p.relative_to(REPO).as_posix() for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+    modules = {f"{name}/{p.relative_to(REPO / folder).as_posix()}" for folder, name in PACKAGES.items()
+               for p in (REPO / folder).rglob("*.py")}
     missing = sorted(modules - names)
     assert not missing, f"not in the wheel: {missing}. Fix: see setup.py"
+    top = {n.split("/")[0] for n in names if "/" in n and ".dist-info/" not in n}
+    assert top == {*PACKAGES.values(), "midsweep_conf"}, f"top-level names in the wheel: {sorted(top)}"
     configs = {f"midsweep_conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     sweeps = {f"midsweep_conf/sweep/{p.name}" for p in (REPO / "sweeps").glob("*.yaml")}
     assert sweeps and configs | sweeps <= names  # (rglob does not enter the conf/sweep link)
@@ -86,8 +90,8 @@ def test_wheel_holds_every_module_the_configs_the_sweeps_and_the_license(install
 def test_installed_wheel_trains_and_previews_from_an_unrelated_directory(installed):
     _, bin_dir, cwd = installed
     cwd.mkdir(exist_ok=True)
-    where = run([bin_dir / "python", "-c", "import midsweep, midsweep_conf; print(midsweep.__file__, "
-                 "midsweep_conf.__file__)"], cwd).stdout
+    where = run([bin_dir / "python", "-c", "import midsweep, midsweep_conf, midsweep_analysis.cli; "
+                 "print(midsweep.__file__, midsweep_conf.__file__, midsweep_analysis.cli.__file__)"], cwd).stdout
     assert str(REPO) not in where and str(bin_dir.parent) in where  # the installed copy, not this checkout
     cache = os.environ["MIDSWEEP_CACHE"]
     run([bin_dir / "midsweep-train", "experiment=nano_test", "train.tokens=2048", "eval.every_tokens=1024",
@@ -150,9 +154,58 @@ def test_train_help_documents_every_field_with_its_docstring(train_help):
     assert field_docs(RunConfig)["name"] in words
 
 
-@pytest.mark.parametrize("command", [["midsweep.launch.cli"], ["analysis.cli"]])
+@pytest.mark.parametrize("command", [["midsweep.launch.cli"], ["midsweep_analysis.cli"]])
 def test_the_other_commands_help_reads_cleanly(command):
     text = run([sys.executable, "-m", *command, "--help"], REPO).stdout
     assert text.startswith("usage: midsweep") and "``" not in text
     description = text.split("\n\n")[1]
     assert description.rstrip().endswith(".")  # a whole sentence, not a docstring cut at its first line
+
+
+@pytest.mark.parametrize("command", ["status", "gc"])
+def test_subcommand_help_describes_what_it_does(command):
+    text = run([sys.executable, "-m", "midsweep.launch.cli", command, "--help"], REPO).stdout
+    description = text.split("\n\n")[1]
+    assert len(description.split()) > 10 and "``" not in description, description
+
+
+@pytest.mark.parametrize("command", [["midsweep.train"], ["midsweep.launch.cli"]])
+def test_version_is_midsweeps(command):
+    from importlib import metadata
+
+    text = run([sys.executable, "-m", *command, "--version"], REPO).stdout
+    assert text.strip() == f"midsweep {metadata.version('midsweep')}"
+
+
+def test_the_analysis_package_imports_itself_by_relative_names():
+    """analysis/ is installed as midsweep_analysis: an absolute ``analysis`` import would fail in a wheel, or
+    pick up another project's package of that name."""
+    import ast
+
+    absolute = [f"{p.name}:{node.lineno}" for p in (REPO / "analysis").glob("*.py")
+                for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("analysis")
+                or isinstance(node, ast.Import) and any(a.name.startswith("analysis") for a in node.names)]
+    assert not absolute, f"absolute imports of 'analysis' at {absolute}. Fix: from . import x / from .module import y"
+
+
+def test_the_users_config_directory_replaces_shipped_options_and_files_that_do_nothing_are_named(tmp_path):
+    mine, extra = tmp_path / "mine", tmp_path / "extra"
+    for path, text in {mine / "data" / "cluster.yaml": "tokenizer: my-org/my-tokenizer\n",
+                       mine / "data" / "biultin.yaml": "tokenizer: bytes\n",
+                       mine / "datta" / "x.yaml": "tokenizer: bytes\n",
+                       extra / "data" / "builtin.yaml": "tokenizer: bytes\n"}.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    env = {"MIDSWEEP_CONFIG_DIR": str(mine)}
+    job = run([sys.executable, "-m", "midsweep.train", "data=cluster", "--cfg", "job"], REPO, **env).stdout
+    assert "tokenizer: my-org/my-tokenizer" in job  # read without a flag, before the shipped data/cluster.yaml
+    proc = run([sys.executable, "-m", "midsweep.train", "-m", "--config-dir", extra, "experiment=nano_test",
+                f"train.out_dir={tmp_path / 'out'}", "hydra.launcher.preview=true"], REPO, **env)
+    out = proc.stdout + proc.stderr
+    warned = [line for line in out.splitlines() if " is not used: " in line or " shadows nothing" in line]
+    assert len(warned) == 3, out
+    assert f"{extra / 'data' / 'builtin.yaml'} is not used: " in warned[2] and "data=<new name>" in warned[2]
+    assert "'datta' is no config group (did you mean 'data'?)" in warned[1]
+    assert "adds an option data=biultin" in warned[0] and "name it builtin.yaml" in warned[0]
+    assert f"user config directory {mine}: replaces the shipped data/cluster" in out

@@ -78,6 +78,12 @@ def test_tensorboard_events_hold_every_loss_against_steps_and_tokens(grid, forke
         assert [e.value for e in events] == pytest.approx([r["loss"] for r in metrics if r["domain"] == d], rel=1e-6)
         assert [e.step for e in tokens.Scalars(f"eval/{d}/loss")] == [s * 512 for s in EVALS]
     assert [e.value for e in steps.Scalars("tokens")][-1] == 40 * 512
+    # the study's variables, as a reader compares runs: the mixture weights over training and the phase
+    weight = rundir.read_summary(run)["coords"]["mixture.weight"]
+    code = {e.step: e.value for e in steps.Scalars("mixture/code")}
+    phase = {e.step: e.value for e in steps.Scalars("train/phase")}
+    assert sorted(code) == STEPS and code[5] == 0 and code[40] == pytest.approx(weight)
+    assert [phase[s] for s in STEPS] == [0 if r["phase"] == "pretrain" else 1 for r in train]
 
 
 def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, capsys):
@@ -85,8 +91,9 @@ def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, cap
     assert cli.main(["status", str(sweep)]) == 0
     out = capsys.readouterr().out
     head, *rows = out.splitlines()
-    assert "mixture.weight" in head and "step/total" in head and "tok/s" in head and "heartbeat" in head
-    assert "mixture.introduce_at" not in head and "experiment=" not in out  # only what varies
+    assert re.search(r"\bweight\b", head) and "step/total" in head and "tok/s" in head
+    assert "heartbeat" not in head and "ETA" not in head  # nothing to say of runs that are all done
+    assert "introduce_at" not in head and "experiment=" not in out  # only what varies
     runs = [line for line in rows if re.match(r"[0-9a-f]{12} ", line)]
     assert len(runs) == 2 and all(" done " in r and " 40/40 " in r for r in runs)
     assert sorted(re.search(r" (0\.[25]) ", r).group(1) for r in runs) == ["0.2", "0.5"]
@@ -97,6 +104,73 @@ def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, cap
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(r["coords"]["mixture.weight"] for r in rows) == [0.2, 0.5]
     assert all(r["progress"]["total_steps"] == 40 and r["progress"]["tok_per_s"] > 0 for r in rows)
+
+
+def test_a_run_ends_with_its_directory_and_losses_and_a_sweep_with_its_table(grid):
+    sweep, out = grid
+    for run in rundir.run_dirs(sweep):
+        final = rundir.read_summary(run)["final"]
+        closing = rf"run {run.name} done: 40 steps, 20,480 tokens in \S+; run directory {run}\n"
+        losses = "held-out loss at step 40: " + "  ".join(f"{d} {final[d]:.4f}" for d in sorted(final))
+        assert re.search(closing, out) and losses in out
+        assert (run / rundir.TRAIN_LOG).read_text().rstrip().endswith(losses)
+    table = out[out.index(f"sweep {sweep}:"):].splitlines()
+    assert re.match(r"run_id +state +step/total .*weight +loss code", table[1])
+    assert all(any(line.startswith(run.name) for line in table) for run in rundir.run_dirs(sweep))
+    assert "2 run(s): 2 done" in out
+
+
+def test_status_fits_the_terminal_and_keeps_only_what_tells_the_runs_apart(grid, tmp_path):
+    from midsweep.launch import manifest, status, status_table
+
+    sweep, _ = grid
+    copy = tmp_path / "sweep"
+    for run in rundir.run_dirs(sweep):
+        shutil.copytree(run, copy / run.name, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    runs = manifest.read(sweep)["runs"]
+    runs["0123456789ab"] = {"overrides": ["experiment=nano_test", "mixture.weight=0.8"]}  # not started yet
+    rundir.atomic_write_json(copy / "sweep_manifest.json", {"contract": 1, "runs": runs})
+    rows = status.collect(copy)
+    for width in (80, 120):  # the pending run made rows of ~400 characters
+        narrow = status_table.table(rows, copy, width=width).splitlines()
+        assert max(map(len, narrow)) <= width, narrow
+        assert re.match(r"run_id +state +step/total +weight +(loss code|reason / log)", narrow[0])
+        assert "introduce_at" not in narrow[0] and any("0123456789ab  pending" in line for line in narrow)
+    assert "loss target" in narrow[0]  # at 120 columns the final losses fit
+    wide = status_table.table(rows, copy, wide=True).splitlines()
+    assert all(k in wide[0] for k in ("mixture.weight", "heartbeat", "ETA", "job", "fork of"))
+    assert all(str(copy / r.run_id / "train.log") in "\n".join(wide) for r in rows if r.state == "done")
+
+
+@pytest.mark.slow
+def test_progress_bar_only_on_a_terminal_and_log_lines_never_share_its_line(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import termios
+
+    args = ["experiment=nano_test", "train.progress=true", "train.tokens=10240", "eval.every_tokens=5120"]
+    redirected = train_cli(*args, f"train.out_dir={tmp_path / 'file'}")
+    assert "step/s" not in redirected.stderr + redirected.stdout and "\r" not in redirected.stderr
+    parent, child = pty.openpty()  # a terminal of 120 columns: the bar is drawn and the log lines print above it
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *args, f"train.out_dir={tmp_path / 'tty'}"],
+                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=120) == 0
+    text = out.decode(errors="replace")
+    assert "step/s" in text
+    logged = [m.start() for m in re.finditer(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[", text)]
+    assert logged and all(text[:i].split("\n")[-1].split("\r")[-1].strip() == "" for i in logged), text[-3000:]
 
 
 def _as_running(run: Path, age_s: float, step: int = 20) -> None:
@@ -175,7 +249,7 @@ def wandb_attempt(path: Path) -> dict:
     for r in wandb_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            out["id"], out["group"] = r.run.run_id, r.run.run_group
+            out["id"], out["group"], out["name"] = r.run.run_id, r.run.run_group, r.run.display_name
         elif kind == "history":
             row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
             assert row["_step"] not in out["history"], "a step logged twice within one attempt"
@@ -187,6 +261,7 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
                                                                                          monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "sweep"
+    nano = [*nano, "mixture.introduce_at=0.5"]
     first = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano, "logger=wandb"], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -201,6 +276,7 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
     attempts = [wandb_attempt(p) for p in sorted(run.glob("wandb/offline-run-*/run-*.wandb"))]
     assert len(attempts) == 2
     assert all(a["id"] == run.name and a["group"] == sweep.name for a in attempts)
+    assert attempts[0]["name"] == f"introduce_at=0.5 [{run.name[:6]}]"  # not the 12-character id
     before, after = (sorted(a["history"]) for a in attempts)
     assert before[-1] == stopped["step"] and after[0] > stopped["step"]  # no step sent twice
     assert before + after == sorted(set(STEPS) | set(EVALS))
@@ -208,3 +284,13 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
     last = attempts[1]["history"][40]
     assert {d: last[f"eval/{d}/loss"] for d in DOMAINS} == pytest.approx(final)
     assert last["tokens"] == 40 * 512 and last["train/loss"] > 0
+
+
+def test_a_runs_readable_name_is_the_coordinates_its_command_line_sets():
+    from midsweep.naming import run_label
+
+    coords = {"mixture.kind": "introduce", "mixture.introduce_at": 0.3, "mixture.weight": 0.25, "train.seed": 1,
+              "optim.weight_decay": 0.1}
+    overrides = {"mixture": "introduce", "mixture.introduce_at": "0.3", "mixture.weight": "0.25", "train.out_dir": "x"}
+    assert run_label(coords, overrides, "b18a28cacaea") == "introduce_at=0.3 kind=introduce weight=0.25 [b18a28]"
+    assert run_label(coords, {"train.out_dir": "x"}, "b18a28cacaea") == "b18a28cacaea"

@@ -76,6 +76,18 @@ def test_plasticity_grid_holds_its_controls_and_collapses_what_a_kind_ignores(tm
     assert [kinds.count(k) for k in ("introduce", "continued", "none")] == [16, 4, 1]
 
 
+@pytest.mark.slow
+def test_preview_counts_duplicate_points_in_one_line_and_lists_them_on_request(tmp_path):
+    short = preview("sweep=plasticity_window", f"train.out_dir={tmp_path}")
+    # every weight of the baseline and of each continued control is the same run: 27 of the 48 points
+    assert "27 duplicate point(s) not listed: the same run as one of 5 earlier point(s) (#16, " in short
+    assert "same run as point #" not in short
+    full = preview("sweep=plasticity_window", f"train.out_dir={tmp_path}", "hydra.launcher.list_duplicates=true")
+    assert len(re.findall(r"^\s*\d+\s+[0-9a-f]{12}\s+duplicate\s", full, re.MULTILINE)) == 27
+    # a table row and a log line each, for the summary line in the log and in the preview
+    assert len(full.splitlines()) - len(short.splitlines()) == 2 * 27 - 2
+
+
 def test_a_control_shared_by_two_studies_is_one_run():
     for profile in PROFILES:
         window = run_config("sweep=plasticity_window", f"profile={profile}", "mixture=none")
@@ -155,8 +167,8 @@ def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(
     """plasticity_window at small and paper post-trains code runs on target_code and math runs on target."""
     import pandas as pd
 
-    from analysis.derived import add_metrics
-    from analysis.load import load_sweeps
+    from midsweep_analysis.derived import add_metrics
+    from midsweep_analysis.load import load_sweeps
 
     conf = tmp_path / "my_conf" / "data"
     conf.mkdir(parents=True)  # a domain added the README's way: a data option of one's own

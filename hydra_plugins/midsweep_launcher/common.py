@@ -1,19 +1,22 @@
 """What both midsweep launchers do before launching: validate the grid, skip finished runs, preview."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from midsweep.launch import manifest, prefix
+from hydra_plugins.midsweep_launcher.config import MidsweepOptions
+from midsweep import user_config
+from midsweep.launch import manifest, prefix, status, status_table
 from midsweep.launch.compose import PointComposer
-from midsweep.launch.preview import Throughput, preview
-from midsweep.launch.sweep import Point, done_result, format_losses, load_function, preflight
+from midsweep.launch.preview import Throughput, duplicates_line, preview
+from midsweep.launch.sweep import DUPLICATE, Point, done_result, format_losses, load_function, preflight
 
 log = logging.getLogger("midsweep.launch")
-OPTIONS = ("preview", "skip_done", "run_config", "peak_tflops", "mfu")
+OPTIONS = tuple(f.name for f in dataclasses.fields(MidsweepOptions))
 
 
 def split_options(params: dict) -> tuple[dict, dict]:
@@ -23,6 +26,7 @@ def split_options(params: dict) -> tuple[dict, dict]:
 
 def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
     """Validate every point (all errors at once) and log what happens to each."""
+    user_config.check(launcher.config.hydra.runtime.config_sources)
     tic = time.perf_counter()
     composer = PointComposer(launcher.hydra_context.config_loader, launcher.config)
     points = preflight(job_overrides, composer.task_config, load_function(launcher.opts["run_config"]),
@@ -33,8 +37,10 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     for p in points:
         if p.action == "done":
             log.info(f"\t#{p.index} {p.run_id} done, skipped: final {format_losses(done_result(p)['final'])}")
-        elif not p.submit:
+        elif not p.submit and (p.action != DUPLICATE or launcher.opts.get("list_duplicates")):
             log.info(f"\t#{p.index} {p.run_id} {p.action}, skipped: {p.reason}")
+    if not launcher.opts.get("list_duplicates") and duplicates_line(points):
+        log.info(f"\t{duplicates_line(points)}")
     return points
 
 
@@ -55,7 +61,7 @@ def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: st
                  sharing: prefix.SweepPlan | None = None) -> list[JobReturn]:
     o = launcher.opts
     print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name,
-                  sharing))
+                  sharing, list_duplicates=o.get("list_duplicates", False)))
     return [returned(p, {"preview": p.action, "run_id": p.run_id}) for p in points]
 
 
@@ -81,3 +87,9 @@ def write_manifests(points: list[Point], extra: dict[str, dict],
             fields = {**fields, "prefix": sharing.record(p)}
         by_dir.setdefault(p.run_dir.parent, {})[p.run_id] = manifest.entry(p.overrides, p.run_dir, p.action, **fields)
     return [str(manifest.update(d, runs)) for d, runs in by_dir.items()]
+
+
+def show_sweeps(points: list[Point]) -> None:
+    """The launchers' last lines once every run has ended: each sweep's table as ``midsweep status`` shows it."""
+    for sweep_dir in sorted({p.run_dir.parent for p in points}):
+        log.info(f"sweep {sweep_dir}:\n{status_table.table(status.collect(sweep_dir), sweep_dir)}")

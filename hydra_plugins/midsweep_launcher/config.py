@@ -19,6 +19,9 @@ class MidsweepOptions:
     """Peak bf16 TFLOP/s of one GPU, for the GPU-hours estimate of the preview (A100: 312, H100: 989)."""
     mfu: float = 0.35
     """Assumed fraction of peak reached, for the GPU-hours estimate of the preview."""
+    list_duplicates: bool = False
+    """List each duplicate point (the same run as an earlier point of the grid, e.g. every weight of a
+    no-introduction baseline) in the log and the preview, instead of one line that counts them."""
 
 
 @dataclass

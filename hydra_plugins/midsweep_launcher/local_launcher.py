@@ -50,4 +50,5 @@ class MidsweepLocalLauncher(Launcher):
                                        job_subdir_key="hydra.sweep.subdir")
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             common.log.info(meter.finished(p.run_id, failed=returns[p.index].status == JobStatus.FAILED))
+        common.show_sweeps(points)
         return [returns[p.index] for p in points]

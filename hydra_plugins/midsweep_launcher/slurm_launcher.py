@@ -87,6 +87,8 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         if not self.wait:
             dirs = sorted({str(p.run_dir.parent) for p in points})
             log.info(f"not waiting (wait=false); follow with: midsweep status {' '.join(dirs)}")
+        else:
+            common.show_sweeps(points)
         return returns
 
     def send(self, points: list) -> dict[int, Any]:

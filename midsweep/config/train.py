@@ -55,7 +55,8 @@ class TrainConfig:
     the loss, checks for a non-finite loss (recording the step it first occurred) and polls for a preemption
     signal at these steps and before every evaluation and checkpoint, never in between."""
     progress: bool = True
-    """Show a progress bar with loss, tokens/s and ETA."""
+    """Show a progress bar with loss, tokens/s and ETA, on a terminal (redirected output, e.g. a SLURM job log, has
+    the log's step lines instead)."""
     deterministic: bool = True
     """Ask torch for deterministic kernels, so a resumed run equals an uninterrupted one bitwise on CPU. On a GPU
     it costs throughput (slower deterministic kernels, e.g. for the embedding's backward and scatter/index ops)

@@ -4,26 +4,34 @@ lm-evaluation-harness (evaluate). SWEEP_DIR is a sweep's train.out_dir; RUN_DIR 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-from midsweep.launch import prepare, status
+from midsweep.version import version_line
+from midsweep.launch import prepare, status, status_table
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="midsweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="state of every run of a sweep directory (run dirs + manifest + SLURM)")
+    st = sub.add_parser("status", help="state of every run of a sweep directory (run dirs + manifest + SLURM)",
+                        description=_plain(status.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     st.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir), holding the run directories")
     st.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     st.add_argument("--state", choices=status.STATES, help="only runs in this state")
+    st.add_argument("--wide", action="store_true",
+                    help="every column (also those constant across the runs shown), whole keys, uncut lines")
     st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
                     help="refresh every SECONDS (default 30) until every run is done or failed (Ctrl-C stops)")
-    gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs")
+    gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs",
+                        description=_plain(_gc.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     gc.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     gc.set_defaults(handler=_gc)
@@ -45,7 +53,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for row in status.as_dicts(shown):
                 print(json.dumps(row))
         else:
-            print(status.table(shown))
+            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            print(status_table.table(shown, args.sweep_dir, wide=args.wide, width=width))
         unusable = status.problems(args.sweep_dir, rows)
         if unusable:
             print(f"{len(unusable)} file(s) could not be used (the runs are shown from the rest):",
@@ -62,8 +71,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
 
 
+def _plain(doc: str) -> str:
+    """A module docstring as --help text: without its reStructuredText literal quotes."""
+    return inspect.cleandoc(doc).replace("``", "")
+
+
 def _gc(args: argparse.Namespace) -> int:
-    """Keep the prefixes that a run of the manifest which is not done forks from; remove the rest."""
+    """Remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes, docs/prefix.md) that no run of the sweep's
+    manifest which is not done yet forks from; keep the rest. --dry-run lists them and removes nothing."""
     from midsweep.launch import manifest, prefix
 
     if not args.sweep_dir.is_dir():

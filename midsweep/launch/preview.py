@@ -7,7 +7,7 @@ from typing import Optional
 from midsweep.config import RunConfig
 from midsweep.launch import cache_plan, epochs
 from midsweep.launch.prefix import SweepPlan, cost
-from midsweep.launch.sweep import Point
+from midsweep.launch.sweep import DUPLICATE, Point
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,31 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def duplicates_line(points: list[Point]) -> str:
+    """One line for the points that repeat the run of an earlier point (every weight of a no-introduction
+    baseline, say), which a table would list one by one; '' when there are none."""
+    dups = [p for p in points if p.action == DUPLICATE]
+    if not dups:
+        return ""
+    first = {}
+    for p in points:
+        first.setdefault(p.run_id, p.index)
+    repeated = sorted({first[p.run_id] for p in dups})
+    shown = ", ".join(f"#{i}" for i in repeated[:8]) + (", ..." if len(repeated) > 8 else "")
+    return (f"{len(dups)} duplicate point(s) not listed: the same run as one of {len(repeated)} earlier point(s) "
+            f"({shown}), run once; hydra.launcher.list_duplicates=true lists them")
+
+
 def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "",
-            sharing: Optional[SweepPlan] = None) -> str:
-    """A table of every point and the totals of the points that would be submitted; with ``sharing`` (the
-    launch's fork plan, docs/prefix.md), which point forks from which at what step and the totals without it."""
+            sharing: Optional[SweepPlan] = None, list_duplicates: bool = False) -> str:
+    """A table of every point (duplicates in one line unless ``list_duplicates``) and the totals of the points
+    that would be submitted; with ``sharing`` (the launch's fork plan, docs/prefix.md), which point forks from
+    which at what step and the totals without it."""
     todo = [p for p in points if p.submit]
     plans = {p.index: p.run.plan() for p in todo}
     rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'tok/param':>9}  {'FLOPs':>9}  "
             f"{'forks from':15}  overrides / reason"]
-    for p in points:
+    for p in points if list_duplicates else [p for p in points if p.action != DUPLICATE]:
         plan = plans.get(p.index)
         tokens, flops = (_num(plan["tokens"]), _num(plan["flops"])) if plan else ("-", "-")
         per_param = _num(plan["tokens"] / plan["all_params"]) if plan and plan.get("all_params") else "-"
@@ -47,7 +63,7 @@ def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, 
     tokens = sum(plan["tokens"] for plan in plans.values())
     flops = sum(plan["flops"] for plan in plans.values())
     skipped = len(points) - len(todo)
-    rows += ["",
+    rows += ["", *filter(None, [None if list_duplicates else duplicates_line(points)]),
              f"{len(points)} point(s); {len(todo)} job(s) to submit{f' with {launcher}' if launcher else ''}, "
              f"{skipped} skipped (done or duplicate)",
              f"estimated{' without prefix sharing' if sharing else ''}: {_num(tokens)} tokens, {_num(flops)} FLOPs, "

@@ -172,41 +172,5 @@ def problems(sweep_dir: Path, rows: list[RunState]) -> list[str]:
     return found + [p for r in rows for p in r.problems] + [rundir.stray(p) for p in rundir.strays(sweep_dir)]
 
 
-def table(rows: list[RunState]) -> str:
-    """One line per run (its varying coordinates as columns), the counts per state and the sweep's totals."""
-    keys = sorted({k for r in rows for k in r.coords})
-    head = ["run_id", "state", "step/total", "tok/s", "ETA", "heartbeat", *keys, "fork of", "job", "reason / log"]
-    cells = [head]
-    for r in rows:
-        p = r.progress
-        step = f"{'-' if r.step is None else r.step}/{p.total_steps or '?'}"
-        beat = "-" if p.heartbeat_age_s is None else _ago(p.heartbeat_age_s) + (" STALE" if p.stale else "")
-        why = "  ".join(x for x in (r.reason, r.log) if x)
-        cells.append([r.run_id, r.state, step, "-" if p.tok_per_s is None else f"{p.tok_per_s:,.0f}",
-                      progress.duration(p.eta_s), beat, *(_value(r.coords.get(k)) for k in keys),
-                      r.fork_of or "-", str(r.job_id or "-"), why])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(head) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]).rstrip() for row in cells]
-    counts = {s: sum(r.state == s for r in rows) for s in STATES}
-    lines.append(f"{len(rows)} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    if any(r.progress.stale for r in rows):
-        lines.append(f"STALE: running, but no heartbeat for over {rundir.STALE_AFTER_S // 60} min: the process is "
-                     "likely dead or hung; check its log, stop it, and rerun the sweep to resume the run")
-    if rows:
-        lines.append(progress.totals(rows))
-    return "\n".join(lines)
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
-def _value(v) -> str:
-    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def as_dicts(rows: list[RunState]) -> list[dict]:
     return [asdict(r) for r in rows]

@@ -1,4 +1,4 @@
 """``python -m midsweep.train`` runs the Hydra app (midsweep/app.py)."""
-from midsweep.app import main
+from midsweep.app import cli
 
-main()
+cli()

@@ -185,7 +185,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         sharing.claim(step)
         sharing.publish(step)  # steps a resumed run has passed while its checkpoints are still here
 
-        track = Tracking(run, rec, step if found else None, total)
+        track = Tracking(run, rec, step if found else None, total, _overrides(overrides))
         if step == 0:
             evaluate(0, "init")
         elif step in eval_at and not any(r["step"] == step for r in rundir.read_jsonl(run_dir / rundir.METRICS)):

@@ -2,6 +2,7 @@
 names and how they are written belong to ``midsweep.rundir``."""
 from __future__ import annotations
 
+import datetime
 import socket
 from pathlib import Path
 from typing import Optional
@@ -68,3 +69,17 @@ def losses_by_event(metrics: list[dict]) -> tuple[dict, dict]:
         if r["event"] in ("phase_end", "final"):
             phase_end.setdefault(r["phase"], {})[r["domain"]] = r["loss"]
     return final, phase_end
+
+
+def closing_lines(summary: dict, run_dir: Path) -> list[str]:
+    """What a finished (or requeued) run ends its log with: where it went, how long it took and its final
+    held-out loss per domain."""
+    took = datetime.timedelta(seconds=round(summary.get("wall_time_s") or 0))
+    lines = [f"run {summary.get('run_id')} {summary.get('status')}: {summary.get('steps')} steps, "
+             f"{summary.get('tokens', 0):,} tokens in {took}; run directory {Path(run_dir).absolute()}"]
+    final = summary.get("final") or {}
+    if final:
+        # a done run's last evaluation is at its last step; a requeued run's may be earlier
+        when = f"at step {summary.get('steps')}" if summary.get("status") == "done" else "at the last evaluation"
+        lines.append(f"held-out loss {when}: " + "  ".join(f"{d} {loss:.4f}" for d, loss in sorted(final.items())))
+    return lines

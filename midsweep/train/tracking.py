@@ -4,7 +4,10 @@ steps, the heartbeat in status.json, and the experiment tracker of the ``logger`
 Trackers are accelerate's (``accelerate.tracking``), started on rank 0 only. Every row goes to the tracker at
 its optimizer step, with ``tokens`` alongside: W&B plots ``train/*`` and ``eval/*`` against tokens by default
 (``define_metric``), TensorBoard gets a second event directory ``tokens/`` whose step is the token count, and
-the other trackers log ``tokens`` as a metric.
+the other trackers log ``tokens`` as a metric. Besides the losses, every row holds the study's variables: each
+domain's mixture weight (``mixture/<domain>``) and the phase (``train/phase``). The W&B run is named by the
+coordinates its command line sets (``weight=0.2 introduce_at=0.3 [b18a28]``; its id stays the run id), and
+TensorBoard's hyperparameters carry that name with every coordinate.
 
 A resumed run sends only steps after its checkpoint, so no row is sent twice: TensorBoard hides the events a
 killed attempt wrote after the checkpoint (``purge_step``); the W&B run id is the midsweep run id with
@@ -24,6 +27,8 @@ from typing import Optional
 
 from midsweep import rundir
 from midsweep.config import RunConfig
+from midsweep.naming import run_label
+from midsweep.schedules import MixtureSchedule
 from midsweep.train.results import RunRecorder
 
 log = logging.getLogger(__name__)
@@ -38,8 +43,13 @@ _TRAIN_KEYS = ("loss", "lr", "grad_norm", "tok_per_s")
 class Tracking:
     """Progress reporting of one run; a no-op on ranks other than 0 (``rec.enabled``)."""
 
-    def __init__(self, run: RunConfig, rec: RunRecorder, resumed: Optional[int], total: int):
+    def __init__(self, run: RunConfig, rec: RunRecorder, resumed: Optional[int], total: int,
+                 overrides: Optional[dict] = None):
         self.rec, self.total, self.tps = rec, total, run.tokens_per_step
+        self.label = run_label(run.coords(), overrides or {}, run.run_id())
+        """The tracker's run name: the coordinates the run's command line sets (the run id stays its id)."""
+        self.schedule = MixtureSchedule(run)
+        self.phases = list(dict.fromkeys(s.phase for s in self.schedule.segments))
         self.resumed = -1 if resumed is None else resumed
         """The checkpoint step this attempt resumes from: the loop makes no rows at or before it."""
         self.held = -1
@@ -66,7 +76,7 @@ class Tracking:
             self.beat = now
             self.rec.heartbeat(step, total_steps=self.total, tok_per_s=round(rate, 1),
                                eta_s=None if eta is None else round(eta, 1))
-        self._send(step, {f"train/{k}": row[k] for k in _TRAIN_KEYS})
+        self._send(step, {**{f"train/{k}": row[k] for k in _TRAIN_KEYS}, **self._study(step)})
 
     def evaluate(self, rows: list[dict]) -> None:
         """The metrics.jsonl rows of one evaluation (one per domain)."""
@@ -103,7 +113,7 @@ class Tracking:
             self.trackers = [(steps, "step"), (tokens, "tokens")]
         elif name == "wandb":
             earlier = list((run_dir / WANDB_DIR).glob(f"offline-run-*-{run_id}"))
-            init = {"id": run_id, "resume": "allow", "name": run_id, "group": Path(run.train.out_dir).name,
+            init = {"id": run_id, "resume": "allow", "name": self.label, "group": Path(run.train.out_dir).name,
                     "job_type": run.name, "dir": str(run_dir), "entity": cfg.entity, "mode": cfg.mode,
                     "tags": list(cfg.tags) or None, "config": dataclasses.asdict(run)}
             (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
@@ -122,14 +132,15 @@ class Tracking:
         if name == "wandb":
             wb = self.trackers[0][0].tracker
             wb.define_metric("tokens")
-            for group in ("train/*", "eval/*"):
+            for group in ("train/*", "eval/*", "mixture/*"):
                 wb.define_metric(group, step_metric="tokens")
             # Online, W&B knows the last step it holds (a killed attempt may have logged past its checkpoint);
             # offline, an earlier attempt of this run left its files here.
             fresh = wb.starting_step == 0 if not wb.offline else not earlier
             self.held = wb.starting_step - 1
         if fresh:
-            hparams = {"run_id": run_id, "experiment": run.name, **{k: _scalar(v) for k, v in run.coords().items()}}
+            hparams = {"run_id": run_id, "name": self.label, "experiment": run.name,
+                       **{k: _scalar(v) for k, v in run.coords().items()}}
             self.trackers[0][0].store_init_configuration(hparams)
             self._replay(run_dir)
         log.info("tracking with %s (run %s)", name, run_id)
@@ -139,11 +150,19 @@ class Tracking:
         or an earlier attempt's when the tracker was switched on only now."""
         rows: dict[int, dict] = {}
         for r in rundir.read_jsonl(run_dir / rundir.TRAIN_LOG_JSONL):
-            rows.setdefault(r["step"], {}).update({f"train/{k}": r[k] for k in _TRAIN_KEYS if k in r})
+            rows.setdefault(r["step"], {}).update({f"train/{k}": r[k] for k in _TRAIN_KEYS if k in r},
+                                                  **self._study(r["step"]))
         for r in rundir.read_jsonl(run_dir / rundir.METRICS):
             rows.setdefault(r["step"], {})[f"eval/{r['domain']}/loss"] = r["loss"]
         for step in sorted(s for s in rows if s <= self.resumed):
             self._send(step, rows[step])
+
+    def _study(self, step: int) -> dict:
+        """The study's variables over training, as a reader compares runs: each domain's mixture weight and the
+        phase (its index in the run's phases, e.g. 0 pretrain, 1 midtrain) of the step just trained."""
+        weights = self.schedule.weights_at(step - 1)
+        return {**{f"mixture/{d}": weights.get(d, 0.0) for d in self.schedule.domains},
+                "train/phase": self.phases.index(self.schedule.phase_at(step - 1))}
 
     def _send(self, step: int, values: dict) -> None:
         if step <= self.held:
