@@ -132,12 +132,12 @@ def test_status_fits_the_terminal_and_keeps_only_what_tells_the_runs_apart(grid,
     rundir.atomic_write_json(copy / "sweep_manifest.json", {"contract": 1, "runs": runs})
     rows = status.collect(copy)
     for width in (80, 120):  # the pending run made rows of ~400 characters
-        narrow = status_table.table(rows, copy, width=width).splitlines()
+        narrow = status_table.table(rows, width=width).splitlines()
         assert max(map(len, narrow)) <= width, narrow
         assert re.match(r"run_id +state +step/total +weight +(loss code|reason / log)", narrow[0])
         assert "introduce_at" not in narrow[0] and any("0123456789ab  pending" in line for line in narrow)
     assert "loss target" in narrow[0]  # at 120 columns the final losses fit
-    wide = status_table.table(rows, copy, wide=True).splitlines()
+    wide = status_table.table(rows, wide=True).splitlines()
     assert all(k in wide[0] for k in ("mixture.weight", "heartbeat", "ETA", "job", "fork of"))
     assert all(str(copy / r.run_id / "train.log") in "\n".join(wide) for r in rows if r.state == "done")
 

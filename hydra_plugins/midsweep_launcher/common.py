@@ -92,4 +92,4 @@ def write_manifests(points: list[Point], extra: dict[str, dict],
 def show_sweeps(points: list[Point]) -> None:
     """The launchers' last lines once every run has ended: each sweep's table as ``midsweep status`` shows it."""
     for sweep_dir in sorted({p.run_dir.parent for p in points}):
-        log.info(f"sweep {sweep_dir}:\n{status_table.table(status.collect(sweep_dir), sweep_dir)}")
+        log.info(f"sweep {sweep_dir}:\n{status_table.table(status.collect(sweep_dir))}")

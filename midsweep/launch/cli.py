@@ -54,7 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(json.dumps(row))
         else:
             width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-            print(status_table.table(shown, args.sweep_dir, wide=args.wide, width=width))
+            print(status_table.table(shown, wide=args.wide, width=width))
         unusable = status.problems(args.sweep_dir, rows)
         if unusable:
             print(f"{len(unusable)} file(s) could not be used (the runs are shown from the rest):",

@@ -38,6 +38,8 @@ class RunState:
     fork_of: Optional[str] = None
     """``<parent run id>@<step>``: the shared prefix this run starts from (docs/prefix.md): what the run recorded
     once it has, the launch's plan before; ``none (planned ...)`` for a fork that trained from scratch."""
+    final: dict = field(default_factory=dict)
+    """The final held-out loss per domain (summary.json) of a done run; empty otherwise."""
     problems: list = field(default_factory=list)
     """Files of the run that could not be used (``midsweep.runfiles``): path, what is wrong, the fix."""
 
@@ -142,7 +144,7 @@ def collect(sweep_dir: Path, query: Callable[[list], dict] = slurm_state.states)
             reason = "unknown: its status.json cannot be used (listed below the table)"
         out.append(RunState(run_id, state, f.status.get("step"), job_id, reason, log, entry.get("overrides") or [],
                             progress=progress.of_run(f.status, f.summary, state), fork_of=f.fork(entry.get("prefix")),
-                            problems=f.problems))
+                            final=(f.summary.get("final") or {}) if state == "done" else {}, problems=f.problems))
     _name_failed_parents(out, files, runs)
     coords = progress.varying_coords({r.run_id: sweep_dir / r.run_id for r in out},
                                      {r.run_id: r.overrides for r in out},

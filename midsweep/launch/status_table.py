@@ -7,7 +7,6 @@ is cut to the terminal's width (when printed to one). ``wide=True`` keeps every 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 from midsweep import rundir
@@ -28,15 +27,14 @@ MIN_LAST = 24
 class Column:
     name: str
     cell: Callable
-    """The run's text in this column, from (RunState, its summary.json or {})."""
+    """The run's text in this column, from its ``status.RunState``."""
 
 
-def table(rows: list, sweep_dir: Path, wide: bool = False, width: Optional[int] = None) -> str:
-    """The runs ``rows`` (``status.RunState``) of ``sweep_dir``, the counts per state and the sweep's totals.
+def table(rows: list, wide: bool = False, width: Optional[int] = None) -> str:
+    """The runs ``rows`` (``status.RunState``), the counts per state and the sweep's totals.
     ``width``: the terminal's columns (None: no limit, as for output to a file, whose log paths stay whole)."""
-    summaries = [rundir.read_summary(Path(sweep_dir) / r.run_id) or {} for r in rows]
-    columns = _columns(rows, summaries, wide)
-    cells = [[c.name for c in columns]] + [[c.cell(r, s) for c in columns] for r, s in zip(rows, summaries)]
+    columns = _columns(rows, wide)
+    cells = [[c.name for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
     if not wide:
         cells = [[row[i] for i in _kept(cells, columns)] for row in cells]
         cells = cells if width is None else _fit(cells, width)
@@ -51,25 +49,24 @@ def table(rows: list, sweep_dir: Path, wide: bool = False, width: Optional[int] 
     return "\n".join(lines)
 
 
-def _columns(rows: list, summaries: list[dict], wide: bool) -> list[Column]:
+def _columns(rows: list, wide: bool) -> list[Column]:
     keys = sorted({k for r in rows for k in r.coords})
     names = dict(zip(keys, keys if wide else short_keys(keys)))
-    domains = sorted({d for s in summaries if s.get("status") == "done" for d in s.get("final") or {}})
+    domains = sorted({d for r in rows for d in r.final})
 
     def coord(k):
-        return Column(names[k], lambda r, s: _value(r.coords.get(k)))
+        return Column(names[k], lambda r: _value(r.coords.get(k)))
 
     def loss(d):
-        return Column(f"loss {d}", lambda r, s: _value((s.get("final") or {}).get(d), ".4f")
-                      if s.get("status") == "done" else "-")
+        return Column(f"loss {d}", lambda r: _value(r.final.get(d), ".4f") if r.final else "-")
 
-    return [Column("run_id", lambda r, s: r.run_id), Column("state", lambda r, s: r.state),
-            Column("step/total", lambda r, s: f"{'-' if r.step is None else r.step}/{r.progress.total_steps or '?'}"),
-            Column("tok/s", lambda r, s: "-" if r.progress.tok_per_s is None else f"{r.progress.tok_per_s:,.0f}"),
-            Column("ETA", lambda r, s: "-" if r.state == "done" else progress.duration(r.progress.eta_s)),
+    return [Column("run_id", lambda r: r.run_id), Column("state", lambda r: r.state),
+            Column("step/total", lambda r: f"{'-' if r.step is None else r.step}/{r.progress.total_steps or '?'}"),
+            Column("tok/s", lambda r: "-" if r.progress.tok_per_s is None else f"{r.progress.tok_per_s:,.0f}"),
+            Column("ETA", lambda r: "-" if r.state == "done" else progress.duration(r.progress.eta_s)),
             Column("heartbeat", _heartbeat), *map(coord, keys), *map(loss, domains),
-            Column("fork of", lambda r, s: r.fork_of or "-"), Column("job", lambda r, s: str(r.job_id or "-")),
-            Column(LAST, lambda r, s: "  ".join(x for x in (r.reason, r.log) if x))]
+            Column("fork of", lambda r: r.fork_of or "-"), Column("job", lambda r: str(r.job_id or "-")),
+            Column(LAST, lambda r: "  ".join(x for x in (r.reason, r.log) if x))]
 
 
 def _kept(cells: list[list[str]], columns: list[Column]) -> list[int]:
@@ -108,7 +105,7 @@ def _lines(cells: list[list[str]]) -> list[str]:
     return ["  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]).rstrip() for row in cells]
 
 
-def _heartbeat(r, s) -> str:
+def _heartbeat(r) -> str:
     p = r.progress
     if p.heartbeat_age_s is None or r.state == "done":
         return "-"
