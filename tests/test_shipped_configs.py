@@ -136,3 +136,28 @@ def test_a_pretrained_model_with_the_byte_tokenizer_fails_preview(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in log
     assert log.count("data.tokenizer: tokenizer 'byte' does not match") == 2 and "GPU-hours" not in log
+
+
+def _hub_sources(tree, where=""):
+    """(where, source) for every hub dataset source (``kind: hf``) in a YAML tree."""
+    if isinstance(tree, dict):
+        if tree.get("kind") == "hf":
+            yield where, tree
+        for key, value in tree.items():
+            yield from _hub_sources(value, f"{where}.{key}" if where else str(key))
+
+
+def test_every_shipped_hub_dataset_is_pinned_to_a_commit():
+    """A study run twice reads the same data: every hub dataset a shipped config names is pinned to a full commit
+    sha (a branch or tag moves), the revision docs/data.md lists."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    docs = (REPO / "docs" / "data.md").read_text()
+    found = [(path.relative_to(REPO), where, src) for path in CONF_DIR.rglob("*.yaml")
+             for where, src in _hub_sources(OmegaConf.to_container(OmegaConf.load(path)))]
+    assert len(found) >= 8
+    for path, where, src in found:
+        assert re.fullmatch(r"[0-9a-f]{40}", str(src.get("revision"))), f"{path}: {where} ({src['name']}) is not pinned"
+        assert f"`{src['name']}`" in docs and f"`{src['revision'][:12]}`" in docs, f"{src['name']} not in docs/data.md"
