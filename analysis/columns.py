@@ -15,6 +15,9 @@ WARMUP = "optim.warmup"
 TRAIN_TOKENS = "train.tokens"
 POSTTRAIN = "posttrain.enabled"
 POSTTRAIN_DOMAIN = "posttrain.domain"
+POSTTRAIN_LR = "posttrain.lr"
+POSTTRAIN_SEED = "posttrain.seed"
+POSTTRAIN_AFTER = "posttrain.after"
 UNTIL = "mixture.until"
 UPSAMPLE_FRACTION = "mixture.upsample_fraction"
 BOUNDARY = "optim.boundary"
@@ -59,6 +62,7 @@ TARGET_LOSS = "target_loss"  # post-training target-domain loss
 IN_DOMAIN_GAIN = "in_domain_gain"  # baseline in-domain loss minus the run's
 TARGET_GAIN = "target_gain"  # baseline post-training target loss minus the run's
 GENERAL_LOSS = "general_loss"
+TRADEOFF = "tradeoff"  # target loss + lambda x forgetting (midsweep-analyze --metric tradeoff:LAMBDA)
 N_BASELINE = "n_baseline"  # done baseline runs matched (0: no matched baseline)
 NO_BASELINE = "no matched baseline"
 HEATMAP_METRICS = (IN_DOMAIN, FORGETTING, TARGET_LOSS)
@@ -69,12 +73,15 @@ METRIC_LABELS = {
     IN_DOMAIN_GAIN: "in-domain gain over baseline (nats/token)",
     TARGET_GAIN: "post-training target gain over baseline (nats/token)",
     GENERAL_LOSS: "general loss (nats/token)",
+    TRADEOFF: "trade-off: post-training target loss + λ × forgetting (nats/token)",
 }
 SHORT_LABELS = {IN_DOMAIN: "in-domain loss (nats/token)", FORGETTING: "forgetting: Δ general loss (nats/token)",
                 TARGET_LOSS: "target loss (nats/token)", IN_DOMAIN_GAIN: "in-domain gain (nats/token)",
-                TARGET_GAIN: "target gain (nats/token)", GENERAL_LOSS: "general loss (nats/token)"}
+                TARGET_GAIN: "target gain (nats/token)", GENERAL_LOSS: "general loss (nats/token)",
+                TRADEOFF: "target loss + λ × forgetting (nats/token)"}
 # Why a done run has no value of a metric (shown in its heatmap cell).
-NO_VALUE = {FORGETTING: NO_BASELINE, TARGET_LOSS: "no post-training", IN_DOMAIN: "no in-domain loss"}
+NO_VALUE = {FORGETTING: NO_BASELINE, TARGET_LOSS: "no post-training", IN_DOMAIN: "no in-domain loss",
+            TRADEOFF: "no post-training or no matched baseline"}
 # Axis labels with their units.
 TIME_LABEL = "introduction time (fraction of training)"
 WEIGHT_LABEL = "mixture weight (fraction of samples)"
