@@ -63,11 +63,10 @@ def analyze(args: argparse.Namespace) -> dict:
     figs_dir = out / "figures"
     sweep = load_sweeps(args.sweeps)
     tables = save_tables(sweep, out)
-    # post-training seeds count as seeds; of several post-training LRs each pretraining run keeps its best
-    runs, lr_choice = posttrain.best_posttrain_lr(add_metrics(posttrain.fold_seeds(sweep.runs), sweep.coords),
-                                                  sweep.coords)
+    # of several post-training LRs each pretraining run keeps its best; then post-training seeds count as seeds
+    runs, lr_choice = posttrain.best_posttrain_lr(add_metrics(sweep.runs, sweep.coords), sweep.coords)
     coords = [c for c in sweep.coords if c == C.SEED or c not in SEED_LIKE]
-    runs = add_metrics(runs, coords)
+    runs = add_metrics(posttrain.fold_seeds(runs), coords)
     if args.tradeoff is not None:
         runs = add_tradeoff(runs, args.tradeoff)
     sections, skipped, figures = [], [], []

@@ -16,7 +16,7 @@ SEEDS = (C.SEED, C.POSTTRAIN_SEED)
 
 
 def best_posttrain_lr(runs: pd.DataFrame, coords) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``runs`` without the post-training LRs that lost, and the choice per pretraining run.
+    """``runs`` without the post-training LRs that lost, and the choice per pretraining run (seeds not folded).
 
     Where one pretraining run (equal coordinates but ``posttrain.lr`` and ``posttrain.seed``) was post-trained
     with several LRs, only the runs of the LR with the lowest post-training validation loss (the target's

@@ -23,16 +23,16 @@ def test_a_posttrain_after_sweep_draws_the_plasticity_curve_and_keeps_the_best_p
     train(sweep, *NANO, "mixture=none,introduce", "mixture.introduce_at=0.25", "mixture.weight=0.4",
           "posttrain.after=0.5,1.0", "posttrain.seed=1,2")
     train(sweep, *NANO, "mixture=none,introduce", "mixture.introduce_at=0.25", "mixture.weight=0.4",
-          "posttrain.seed=1", "posttrain.lr=3e-2")  # a second LR for the runs post-trained at the end
+          "posttrain.seed=1,2", "posttrain.lr=3e-2")  # a second LR for the runs post-trained at the end
     raw = load_sweeps([sweep]).runs
-    assert len(raw) == 10 and (raw[C.STATUS] == C.DONE).all()
+    assert len(raw) == 12 and (raw[C.STATUS] == C.DONE).all()
     assert main([str(sweep), "--bootstrap", "20", "--formats", "png"]) == 0
     out = sweep / "analysis"
     assert (out / "figures" / "plasticity_curve.png").exists()
     curve = pd.read_csv(out / "plasticity_curve.csv")
     assert set(curve["mixture"]) == {"baseline", "code introduce_at=0.25 weight=0.4"}
     assert sorted(set(curve[C.POSTTRAIN_AFTER])) == [0.5, 1.0]
-    assert (curve["n_seeds"] == 2).all()  # the post-training seeds, averaged
+    assert (curve["n_seeds"] == 2).all()  # the post-training seeds, averaged (of one LR each)
     # the curve's target loss at each point is the mean over the post-training seeds of the runs' own losses
     half = raw[(raw[C.POSTTRAIN_AFTER] == 0.5) & (raw[C.KIND] == C.KIND_NONE)]
     row = curve[(curve["mixture"] == "baseline") & (curve[C.POSTTRAIN_AFTER] == 0.5)].iloc[0]
