@@ -48,7 +48,7 @@ def best_posttrain_lr(runs: pd.DataFrame, coords) -> tuple[pd.DataFrame, pd.Data
 def fold_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     """Post-training seeds as seeds: where ``posttrain.seed`` varies, ``train.seed`` becomes the pair
     "<train.seed>/<posttrain.seed>", so every mean, spread and interval counts each pair as one seed."""
-    if C.POSTTRAIN_SEED not in runs or runs[C.POSTTRAIN_SEED].nunique(dropna=False) < 2:
+    if C.SEED not in runs or C.POSTTRAIN_SEED not in runs or runs[C.POSTTRAIN_SEED].nunique(dropna=False) < 2:
         return runs
     runs = runs.copy()
     post = runs[C.POSTTRAIN_SEED].map(lambda v: "" if C.is_missing(v) else f"/{int(v)}")

@@ -153,6 +153,10 @@ def test_a_fresh_optimizers_first_step_is_a_new_adamws(tmp_path, optimizer):
 @pytest.mark.slow
 def test_a_posttrain_seed_and_after_sweep_forks_and_equals_the_runs_from_scratch(tmp_path):
     shared, scratch = tmp_path / "shared", tmp_path / "scratch"
+    preview = train_cli("-m", *BASE, "posttrain.after=0.5,1.0", f"train.out_dir={shared}",
+                        "hydra.launcher.preview=true").stdout
+    # the main run trains 20 + 4 steps, the fork at step 10 its 4 post-training steps: 28 of 38 steps
+    assert "@10" in preview and "(74% of the above)" in preview
     forks = {"seed": ("posttrain.seed=7",), "after": ("posttrain.after=0.5",)}
     train_cli(*BASE, "train.publish_steps=[10,20]", f"train.out_dir={shared}")
     for over in forks.values():

@@ -68,7 +68,8 @@ def _posttrain(run: RunConfig) -> str:
 
 
 def _segments(run: RunConfig, schedule: MixtureSchedule) -> tuple:
-    """The mixture segments as comparable tuples: (start, end, nonzero weights, phase, post-training settings or False)."""
+    """The mixture segments as comparable tuples: (start, end, nonzero weights, phase, and the post-training
+    settings for post-training, else False)."""
     post = schedule.segments[-1] if run.posttrain.enabled else None  # post-training is the last segment
     out = tuple((s.start, s.end, tuple(sorted((d, float(w)) for d, w in s.weights.items() if w > 0)), s.phase,
                  _posttrain(run) if s is post else False) for s in schedule.segments)

@@ -248,8 +248,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             if step % run.train.log_every == 0 or step == total:
                 # the rate of the training steps since the last row: steady state, evaluations excluded
                 rate = (run.tokens_at(step) - run.tokens_at(last_row[0])) / max(wall - last_row[1], 1e-9)
-                row = {"step": step, "tokens": run.tokens_at(step), "phase": schedule.phase_at(step - 1), "loss": loss_value,
-                       "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": rate}
+                row = {"step": step, "tokens": run.tokens_at(step), "phase": schedule.phase_at(step - 1),
+                       "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": rate}
                 rec.append(rundir.TRAIN_LOG_JSONL, [row])
                 track.train(row, progress.tokens_per_s())
                 last_row = step, wall
