@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from . import columns as C
-from . import downstream, heatmaps, laws, proximity, studies, style, window
-from .derived import add_metrics, without_baseline
+from . import downstream, heatmaps, laws, posttrain, proximity, studies, style, window
+from .derived import SEED_LIKE, add_metrics, add_tradeoff, without_baseline
 from .load import SweepError, load_sweeps, save_tables
 from .report import Section, write_report
 
@@ -20,9 +20,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("sweeps", nargs="+", type=Path, help="sweep directories (train.out_dir of each sweep)")
     p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis for one sweep, "
                                             "./analysis for several)")
-    p.add_argument("--metric", choices=C.HEATMAP_METRICS,
-                   help="metric of the plasticity window (default: target_loss when post-training ran, "
-                        "else in_domain)")
+    p.add_argument("--metric", metavar="METRIC",
+                   help=f"metric of the plasticity window: {', '.join(C.HEATMAP_METRICS)}, or tradeoff:LAMBDA "
+                        "(target_loss + LAMBDA x forgetting, e.g. tradeoff:0.5) (default: target_loss when "
+                        "post-training ran, else in_domain)")
     p.add_argument("--margin", type=float, default=0.02,
                    help="the window closes when the best loss exceeds the earliest introduction's by this "
                         f"many {C.LOSS_UNIT} (default 0.02)")
@@ -38,6 +39,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--target-corpus", default=C.TARGET, help="name of the target corpus (default: target)")
     p.add_argument("--general-corpus", default=C.GENERAL, help="name of the general corpus (default: general)")
     args = p.parse_args(argv)
+    args.tradeoff = None
+    if args.metric and args.metric.startswith(C.TRADEOFF + ":"):
+        try:
+            args.tradeoff = float(args.metric.split(":", 1)[1])
+        except ValueError:
+            p.error(f"--metric {args.metric}: LAMBDA is not a number; write e.g. --metric tradeoff:0.5")
+        args.metric = C.TRADEOFF
+    elif args.metric is not None and args.metric not in C.HEATMAP_METRICS:
+        p.error(f"--metric {args.metric} is not a metric: use one of {', '.join(C.HEATMAP_METRICS)} "
+                "or tradeoff:LAMBDA (e.g. tradeoff:0.5)")
     if any("=" not in c for c in args.corpus):
         p.error("--corpus takes NAME=PATH, e.g. --corpus target=data/target.jsonl")
     if args.corpus and args.target_corpus not in {c.split("=", 1)[0] for c in args.corpus}:
@@ -52,7 +63,12 @@ def analyze(args: argparse.Namespace) -> dict:
     figs_dir = out / "figures"
     sweep = load_sweeps(args.sweeps)
     tables = save_tables(sweep, out)
-    runs = add_metrics(sweep.runs, sweep.coords)
+    # of several post-training LRs each pretraining run keeps its best; then post-training seeds count as seeds
+    runs, lr_choice = posttrain.best_posttrain_lr(add_metrics(sweep.runs, sweep.coords), sweep.coords)
+    coords = [c for c in sweep.coords if c == C.SEED or c not in SEED_LIKE]
+    runs = add_metrics(posttrain.fold_seeds(runs), coords)
+    if args.tradeoff is not None:
+        runs = add_tradeoff(runs, args.tradeoff)
     sections, skipped, figures = [], [], []
 
     def table_file(df, name):
@@ -64,12 +80,20 @@ def analyze(args: argparse.Namespace) -> dict:
         figures.extend(files)
         sections.append(section)
 
+    if len(lr_choice):
+        table_file(lr_choice, "posttrain_lr")
+        sections.append(Section("Post-training LR", "Per pretraining run, the posttrain.lr with the lowest "
+                                "post-training validation loss (the target's held-out loss after post-training, "
+                                "mean over post-training seeds), as the papers choose theirs; the runs of the other "
+                                "LRs are left out of every table and figure below.",
+                                tables=[("Chosen post-training LR", lr_choice)]))
+
     grid = heatmaps.heatmap_runs(runs)
     if grid.empty:
         skipped.append("heatmaps and plasticity window: no runs vary mixture.introduce_at and mixture.weight")
     for metric in C.HEATMAP_METRICS if not grid.empty else ():
         if grid[metric].notna().any():
-            t = heatmaps.heatmap_table(runs, metric, sweep.coords)
+            t = heatmaps.heatmap_table(runs, metric, coords)
             table_file(t, f"heatmap_{metric}")
             add(Section(f"Heatmap: {C.METRIC_LABELS[metric]}", "Cells: the seed mean (± seed std where more than one seed is done); "
                         "outlined: best cell; hatched: no result, with the reason."),
@@ -82,20 +106,34 @@ def analyze(args: argparse.Namespace) -> dict:
 
     metric = args.metric or (C.TARGET_LOSS if not grid.empty and grid[C.TARGET_LOSS].notna().any() else C.IN_DOMAIN)
     if not grid.empty and grid[metric].notna().any():
-        t = heatmaps.heatmap_table(runs, metric, sweep.coords)
-        est = window.window_estimates(runs, metric, args.margin, args.bootstrap, args.level, sweep.coords)
+        t = heatmaps.heatmap_table(runs, metric, coords)
+        est = window.window_estimates(runs, metric, args.margin, args.bootstrap, args.level, coords)
         best = window.best_per_time(t)
         table_file(est, "window_close")
         table_file(best, "best_weight_per_time")
         intervals = "; ".join(dict.fromkeys(est["interval"]))
         edges = [e for e in est["edge"] if e]
-        add(Section("Plasticity window", f"Metric: {metric}. The window closes at the introduction time after "
+        what = f"target_loss + {args.tradeoff:g} x forgetting" if metric == C.TRADEOFF else metric
+        add(Section("Plasticity window", f"Metric: {what}. The window closes at the introduction time after "
                     f"which the best achievable loss stays worse than the earliest introduction's by "
                     f"{args.margin:g} {C.LOSS_UNIT}; `window` says it in words (an interval end `inf` = open: "
                     f"some resamples never close; no close where no window is identified). Interval: {intervals}. "
                     + (" WARNING: " + " | ".join(edges) if edges else ""),
                     tables=[("Window close", est), ("Best weight per introduction time", best)]),
             window.draw_window(t, est, figs_dir, formats=args.formats))
+
+    elif metric == C.TRADEOFF:
+        skipped.append("plasticity window on the trade-off: no grid run has both a post-training target loss and a "
+                       "matched baseline")
+
+    curve = posttrain.plasticity_curve(runs)
+    if len(curve):
+        table_file(curve, "plasticity_curve")
+        add(Section("Plasticity curve", "Post-training target loss and forgetting (general loss after "
+                    "post-training − the baseline's, post-trained from the same point) against the point of main "
+                    "training where post-training started (posttrain.after); one curve per mixture, mean ± seed "
+                    "std.", tables=[("Plasticity curve", curve)]),
+            posttrain.draw_plasticity_curve(curve, figs_dir, formats=args.formats))
 
     gf = studies.gain_forgetting_table(runs)
     kinds = set(gf[C.KIND]) if len(gf) else set()
@@ -111,7 +149,7 @@ def analyze(args: argparse.Namespace) -> dict:
     else:
         skipped.append("midtraining vs continued pretraining: needs done runs of both kinds with matched baselines")
 
-    up = studies.upsample_table(runs, sweep.coords)
+    up = studies.upsample_table(runs, coords)
     if len(up):
         table_file(up, "upsampling")
         note = (f" {up.attrs['no_baseline']} run-domain pairs have no matched baseline (a mixture=none run with the "
@@ -122,7 +160,7 @@ def analyze(args: argparse.Namespace) -> dict:
     elif C.KIND in runs and (runs[C.KIND] == C.KIND_UPSAMPLE).any():
         skipped.append("domain upsampling: no done upsample_end run upsamples a domain")
 
-    rw = studies.rewarm_curves(runs, sweep.curves, sweep.coords)
+    rw = studies.rewarm_curves(runs, sweep.curves, coords)
     if len(rw):
         table_file(rw, "rewarm_curves")
         add(Section("Re-warming"), studies.draw_rewarm(rw, figs_dir, formats=args.formats))
@@ -136,7 +174,7 @@ def analyze(args: argparse.Namespace) -> dict:
                     tables=[("Parameters", fit.table())]),
             laws.draw_law_fit(fit, f"({domain}, {size})", figs_dir, name, formats=args.formats))
 
-    scores = downstream.downstream_curves(runs, sweep.downstream, sweep.coords)
+    scores = downstream.downstream_curves(runs, sweep.downstream, coords)
     if len(scores):
         table_file(scores, "downstream_curves")
         add(Section("Downstream evaluation", "Scores of `midsweep evaluate` (lm-eval) on the runs' checkpoints "

@@ -15,6 +15,9 @@ WARMUP = "optim.warmup"
 TRAIN_TOKENS = "train.tokens"
 POSTTRAIN = "posttrain.enabled"
 POSTTRAIN_DOMAIN = "posttrain.domain"
+POSTTRAIN_LR = "posttrain.lr"
+POSTTRAIN_SEED = "posttrain.seed"
+POSTTRAIN_AFTER = "posttrain.after"
 UNTIL = "mixture.until"
 UPSAMPLE_FRACTION = "mixture.upsample_fraction"
 BOUNDARY = "optim.boundary"
@@ -59,6 +62,7 @@ TARGET_LOSS = "target_loss"  # post-training target-domain loss
 IN_DOMAIN_GAIN = "in_domain_gain"  # baseline in-domain loss minus the run's
 TARGET_GAIN = "target_gain"  # baseline post-training target loss minus the run's
 GENERAL_LOSS = "general_loss"
+TRADEOFF = "tradeoff"  # target loss + lambda x forgetting (midsweep-analyze --metric tradeoff:LAMBDA)
 N_BASELINE = "n_baseline"  # done baseline runs matched (0: no matched baseline)
 NO_BASELINE = "no matched baseline"
 HEATMAP_METRICS = (IN_DOMAIN, FORGETTING, TARGET_LOSS)
@@ -72,12 +76,15 @@ METRIC_LABELS = {
     IN_DOMAIN_GAIN: f"in-domain gain over baseline ({LOSS_UNIT})",
     TARGET_GAIN: f"post-training target gain over baseline ({LOSS_UNIT})",
     GENERAL_LOSS: f"general loss ({LOSS_UNIT})",
+    TRADEOFF: f"trade-off: post-training target loss + λ × forgetting ({LOSS_UNIT})",
 }
 SHORT_LABELS = {IN_DOMAIN: f"in-domain loss ({LOSS_UNIT})", FORGETTING: f"forgetting: Δ general loss ({LOSS_UNIT})",
                 TARGET_LOSS: f"target loss ({LOSS_UNIT})", IN_DOMAIN_GAIN: f"in-domain gain ({LOSS_UNIT})",
-                TARGET_GAIN: f"target gain ({LOSS_UNIT})", GENERAL_LOSS: f"general loss ({LOSS_UNIT})"}
+                TARGET_GAIN: f"target gain ({LOSS_UNIT})", GENERAL_LOSS: f"general loss ({LOSS_UNIT})",
+                TRADEOFF: f"target loss + λ × forgetting ({LOSS_UNIT})"}
 # Why a done run has no value of a metric (shown in its heatmap cell).
-NO_VALUE = {FORGETTING: NO_BASELINE, TARGET_LOSS: "no post-training", IN_DOMAIN: "no in-domain loss"}
+NO_VALUE = {FORGETTING: NO_BASELINE, TARGET_LOSS: "no post-training", IN_DOMAIN: "no in-domain loss",
+            TRADEOFF: "no post-training or no matched baseline"}
 # Axis labels with their units.
 TIME_LABEL = "introduction time (fraction of training)"
 WEIGHT_LABEL = "mixture weight (fraction of samples)"

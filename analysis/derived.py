@@ -15,6 +15,11 @@ import pandas as pd
 
 from . import columns as C
 
+SEED_LIKE = (C.SEED, C.POSTTRAIN_SEED, C.POSTTRAIN_LR)
+"""Coordinates a baseline need not share: the seeds (analysis.posttrain folds post-training seeds into
+``train.seed``) and the post-training LR (each run, baselines included, keeps its best: analysis.posttrain)."""
+
+
 def coordinate_columns(runs: pd.DataFrame) -> list[str]:
     """The coordinate columns of a runs table (dotted config keys; final losses and data digests are not)."""
     return [c for c in runs.columns if "." in c and not c.startswith((C.FINAL_PREFIX, C.DATA_PREFIX))]
@@ -22,7 +27,7 @@ def coordinate_columns(runs: pd.DataFrame) -> list[str]:
 
 def baseline_keys(coords) -> list[str]:
     """The coordinates a baseline must share with a run (see the module doc)."""
-    return [c for c in coords if c != C.SEED and c not in C.BOUNDARY_AXES
+    return [c for c in coords if c not in SEED_LIKE and c not in C.BOUNDARY_AXES
             and (not c.startswith(C.MIXTURE) or c.startswith(C.BASE_WEIGHTS))]
 
 
@@ -106,6 +111,14 @@ def add_metrics(runs: pd.DataFrame, coords=None) -> pd.DataFrame:
     runs[C.FORGETTING] = runs[C.GENERAL_LOSS] - base_general.to_numpy()
     runs[C.IN_DOMAIN_GAIN] = _pick(base, domains) - runs[C.IN_DOMAIN]
     runs[C.TARGET_GAIN] = base_target.to_numpy() - runs[C.TARGET_LOSS]
+    return runs
+
+
+def add_tradeoff(runs: pd.DataFrame, lam: float) -> pd.DataFrame:
+    """``runs`` with the trade-off column: post-training target loss + ``lam`` x forgetting (lower is better:
+    the target gained, less the general ability it cost, at ``lam`` nats of target per nat of general loss)."""
+    runs = runs.copy()
+    runs[C.TRADEOFF] = runs[C.TARGET_LOSS] + lam * runs[C.FORGETTING]
     return runs
 
 

@@ -98,7 +98,7 @@ def export(run_dir: Path, out_dir: Path, step: Optional[int] = None) -> Exported
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     hf_tok.save_pretrained(out_dir)
-    tokens = step * run.tokens_per_step
+    tokens = run.tokens_at(step)
     rundir.atomic_write_json(out_dir / PROVENANCE, {"run_id": run.run_id(), "run_dir": str(run_dir.resolve()),
                                                     "step": step, "tokens": tokens, "arch": run.model.arch})
     _follow_umask(out_dir)

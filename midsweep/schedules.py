@@ -20,11 +20,16 @@ class MixtureSchedule:
     def __init__(self, run: RunConfig):
         mix, n = run.mixture, run.main_steps
         segments = [Segment(0, 0, dict(mix.base_weights), "pretrain"), *mix.segments(run.to_step, n)]
-        if run.posttrain.enabled:
-            segments.append(Segment(n, n, {run.posttrain.domain: 1.0}, "posttrain"))
         # A segment starting at step 0 replaces the base mix (e.g. introduction at time 0).
         while len(segments) > 1 and segments[1].start == 0 and segments[1].end == 0:
             segments.pop(0)
+        self.main_boundaries = sorted({s.start for s in segments if 0 < s.start < n})
+        """Where the main mix changes over the whole main training, post-training or not (the LR policy's
+        boundaries: a run post-trained from the middle keeps the main run's LR before it)."""
+        if run.posttrain.enabled:  # the main training is cut where post-training starts (posttrain.after)
+            start = run.posttrain_start
+            segments = [s for s in segments if s.start < start or s is segments[0]]
+            segments.append(Segment(start, start, {run.posttrain.domain: 1.0}, "posttrain"))
         self.segments = segments
         self.domains = sorted({d for s in segments for d in s.weights})
 
@@ -85,7 +90,7 @@ class LRSchedule:
         o = run.optim
         self.optim, self.n = o, run.main_steps
         self.floor = o.lr * o.min_lr_ratio
-        first = next((b for b in mixture.boundaries() if b < self.n), None)
+        first = next(iter(mixture.main_boundaries), None)
         self.boundary = first if o.boundary != "continue" else None
         # optim.horizon=boundary: the main schedule is complete by the boundary (a whole pretraining that does not
         # depend on what follows the switch; after it, ``continue`` stays at the floor); a token count: the
@@ -97,7 +102,7 @@ class LRSchedule:
             self.horizon = first if o.horizon == "boundary" and first else self.n
         self.warmup = int(round(o.warmup * self.horizon))
         self.post = run.posttrain if run.posttrain.enabled else None
-        self.post_steps = run.posttrain_steps
+        self.post_start, self.post_steps = run.posttrain_start, run.posttrain_steps
 
     def base(self, step: int) -> float:
         """The main schedule without boundary policy (over ``horizon`` steps)."""
@@ -114,10 +119,10 @@ class LRSchedule:
         return _warmup_decay(step, 0, n, self.warmup, o.lr, self.floor, 0.0)
 
     def __call__(self, step: int) -> float:
-        if step >= self.n:
-            p = self.post
+        if self.post is not None and step >= self.post_start:
+            p, start = self.post, self.post_start
             warm = int(round(p.warmup * self.post_steps))
-            return _warmup_decay(step, self.n, self.n + self.post_steps, warm, p.lr, p.lr * p.min_lr_ratio, 0.0)
+            return _warmup_decay(step, start, start + self.post_steps, warm, p.lr, p.lr * p.min_lr_ratio, 0.0)
         b, o = self.boundary, self.optim
         if b is None or step < b:
             return self.base(step)

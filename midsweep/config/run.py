@@ -36,7 +36,7 @@ else than before. Adding a field needs no bump: the id hashes only the values th
 COMMON_COORDS = (
     "train.seed", "train.tokens", "train.init_from", "model.size", "model.arch", "model.hf_revision", "optim.lr",
     "optim.warmup", "optim.schedule", "optim.boundary", "optim.rewarm_lr", "optim.rewarm_warmup", "posttrain.enabled",
-    "posttrain.domain",
+    "posttrain.domain", "posttrain.lr", "posttrain.seed", "posttrain.after",
 )
 """The sweep coordinates (summary.json) besides ``mixture.kind`` and the mixture keys the kind reads."""
 
@@ -76,12 +76,36 @@ class RunConfig:
         return self.train.tokens // self.tokens_per_step
 
     @property
+    def posttrain_batch(self) -> int:
+        """Sequences per post-training step (``posttrain.global_batch``, else the run's)."""
+        return self.posttrain.global_batch or self.train.global_batch
+
+    @property
+    def posttrain_seed(self) -> int:
+        """Seed of the post-training data order (``posttrain.seed``, else the run's)."""
+        return self.train.seed if self.posttrain.seed is None else self.posttrain.seed
+
+    @property
+    def posttrain_start(self) -> int:
+        """The main step post-training starts from (``posttrain.after`` of main training; its end without)."""
+        if not self.posttrain.enabled:
+            return self.main_steps
+        return int(round(self.posttrain.after * self.main_steps))
+
+    @property
     def posttrain_steps(self) -> int:
-        return self.posttrain.tokens // self.tokens_per_step if self.posttrain.enabled else 0
+        tokens = self.posttrain_batch * self.model.seq_len
+        return self.posttrain.tokens // tokens if self.posttrain.enabled else 0
 
     @property
     def total_steps(self) -> int:
-        return self.main_steps + self.posttrain_steps
+        """Optimizer steps of the run: the main steps up to ``posttrain_start``, then post-training."""
+        return self.posttrain_start + self.posttrain_steps
+
+    def tokens_at(self, step: int) -> int:
+        """Training tokens (sequence slots) seen after ``step`` optimizer steps."""
+        main = min(step, self.posttrain_start)
+        return main * self.tokens_per_step + (step - main) * self.posttrain_batch * self.model.seq_len
 
     def to_step(self, value: float) -> int:
         """A mixture time (``mixture.unit``) as a main-training step."""
@@ -129,8 +153,14 @@ class RunConfig:
                     "nothing is continued", "set train.init_from to a pretrained run directory (or "
                     "model.hf_name_or_path to a hub checkpoint), or switch later (mixture.introduce_at)")
         if self.posttrain.enabled:
-            require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({tps} tokens)",
-                    f"use at least {tps} tokens")
+            ptps = self.posttrain_batch * self.model.seq_len
+            require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({ptps} tokens)",
+                    f"use at least {ptps} tokens")
+            require(out, self.posttrain_batch % self.train.micro_batch == 0, "posttrain.global_batch",
+                    f"{self.posttrain_batch} sequences do not split into micro-batches of {self.train.micro_batch}",
+                    "use a multiple of train.micro_batch")
+            require(out, self.posttrain_start >= 1, "posttrain.after",
+                    f"{self.posttrain.after} of {self.main_steps} main steps is no step", "use a larger fraction")
         at_boundary = [k for k, v in (("optim.boundary", self.optim.boundary != "continue"),
                                       ("optim.horizon", self.optim.horizon == "boundary")) if v]
         if at_boundary and not out:
@@ -209,7 +239,7 @@ class RunConfig:
     def plan(self) -> dict:
         """Steps, tokens, FLOPs and parameters (non-embedding, and all) this run will take (an estimate for
         previews): config arithmetic only, no torch and no tokenizer."""
-        tokens, vocab = self.total_steps * self.tokens_per_step, self.data.resolved_vocab_size()
+        tokens, vocab = self.tokens_at(self.total_steps), self.data.resolved_vocab_size()
         return {"steps": self.total_steps, "tokens": tokens, "params": non_embedding_params(self.model),
                 "all_params": all_params(self.model, vocab), "flops": flops_per_token(self.model, vocab) * tokens}
 

@@ -31,6 +31,22 @@ def uniforms(seed: int, start: int, count: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+class EpochOrder:
+    """The k-th sample of one domain of ``n`` items reads item ``perm_epoch(k mod n)`` of a per-(seed, domain,
+    epoch) permutation; one epoch's permutation is kept at a time."""
+
+    def __init__(self, seed: int, name: str, n: int):
+        self.seed, self.name, self.n = seed, name, n
+        self._epoch, self._perm = -1, None
+
+    def __getitem__(self, k: int) -> int:
+        epoch = k // self.n
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, zlib.crc32(self.name.encode()), epoch])
+            self._epoch, self._perm = epoch, rng.permutation(self.n)
+        return int(self._perm[k % self.n])
+
+
 class MixtureSampler:
     """Global sample index -> (domain, sequence index in that domain's training split)."""
 
@@ -40,7 +56,7 @@ class MixtureSampler:
         self.domains = list(schedule.domains)
         self.next_sample = 0
         self.counts = {d: 0 for d in self.domains}
-        self._perms: dict[tuple[str, int], np.ndarray] = {}
+        self._orders = {d: EpochOrder(seed, d, sizes[d]) for d in self.domains}
 
     def domain_ids(self, step: int) -> np.ndarray:
         """Index into ``self.domains`` of each sample of ``step``'s global batch."""
@@ -55,20 +71,10 @@ class MixtureSampler:
         out = []
         for i in self.domain_ids(step):
             name = self.domains[i]
-            out.append((name, self._sequence(name, self.counts[name])))
+            out.append((name, self._orders[name][self.counts[name]]))
             self.counts[name] += 1
         self.next_sample += self.global_batch
         return out
-
-    def _sequence(self, name: str, k: int) -> int:
-        n = self.sizes[name]
-        epoch = k // n
-        key = (name, epoch)
-        if key not in self._perms:
-            self._perms = {k2: v for k2, v in self._perms.items() if k2[0] != name}  # keep one epoch per domain
-            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), epoch])
-            self._perms[key] = rng.permutation(n)
-        return int(self._perms[key][k % n])
 
     def state(self) -> dict:
         return {"next_sample": self.next_sample, "counts": dict(self.counts)}

@@ -20,15 +20,15 @@ EPOCH_WARN = 4.0
 
 def tokens_by_domain(run: RunConfig) -> dict[str, float]:
     """Training tokens the run draws from each domain (main phases and post-training)."""
-    schedule, total, tps = MixtureSchedule(run), run.total_steps, run.tokens_per_step
+    schedule, total = MixtureSchedule(run), run.total_steps
     cuts = sorted({0, total, *(c for s in schedule.segments for c in (s.start, s.end) if 0 < c < total)})
     drawn: dict[str, float] = defaultdict(float)
     for a, b in zip(cuts, cuts[1:]):
         in_ramp = any(s.start <= a < s.end for s in schedule.segments)
         # weights are constant between two cuts unless a ramp blends them: then step by step
-        for step, steps in ([(s, 1) for s in range(a, b)] if in_ramp else [(a, b - a)]):
+        for step, end in ([(s, s + 1) for s in range(a, b)] if in_ramp else [(a, b)]):
             for domain, weight in schedule.weights_at(step).items():
-                drawn[domain] += weight * steps * tps
+                drawn[domain] += weight * (run.tokens_at(end) - run.tokens_at(step))
     return dict(drawn)
 
 

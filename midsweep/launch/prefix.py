@@ -111,13 +111,14 @@ def share(points: list[Point]) -> SweepPlan:
 
 
 def cost(sp: SweepPlan) -> dict:
-    """Tokens and FLOPs of the submitted points with and without sharing (RunConfig.plan() scaled by steps)."""
+    """Tokens and FLOPs of the submitted points with and without sharing (RunConfig.plan() scaled by the tokens
+    of the steps each trains: its last ones, whose batch may be post-training's)."""
     out = {"tokens": 0.0, "flops": 0.0, "tokens_shared": 0.0, "flops_shared": 0.0}
     for p in sp.points:
-        plan_ = p.run.plan()
-        full = max(1, sp.steps(p, shared=False))
+        plan_, run = p.run.plan(), p.run
+        full = max(1, run.tokens_at(run.total_steps))
         for shared, suffix in ((False, ""), (True, "_shared")):
-            part = sp.steps(p, shared) / full
+            part = (full - run.tokens_at(run.total_steps - sp.steps(p, shared))) / full
             out["tokens" + suffix] += plan_["tokens"] * part
             out["flops" + suffix] += plan_["flops"] * part
     return out

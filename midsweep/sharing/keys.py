@@ -34,11 +34,11 @@ KEY_VERSION = "midsweep-prefix-1"
 SCHEDULE_KEYS = {
     "mixture", "train.tokens", "optim.lr", "optim.min_lr_ratio", "optim.schedule", "optim.warmup",
     "optim.decay_fraction", "optim.decay_shape", "optim.boundary", "optim.rewarm_lr", "optim.rewarm_warmup",
-    "optim.horizon", "posttrain.enabled", "posttrain.domain", "posttrain.tokens", "posttrain.lr",
-    "posttrain.warmup", "posttrain.min_lr_ratio", "posttrain.mask_prompt",
+    "optim.horizon", "posttrain",
 }
 """Config keys whose whole effect on training is through the mixture segments and the learning rate of each
-step (the signature's arrays), so they stay out of the static key. A key not listed here or as a bystander is
+step (the signature's arrays; the post-training segment carries every post-training setting), so they stay out
+of the static key. A key not listed here or as a bystander is
 static: new config fields are never shared wrongly, at worst not shared."""
 
 RECORDED = {"train.log_every", "train.device", "train.compile", "train.deterministic", "eval.batch",
@@ -60,11 +60,19 @@ def static_key(run: RunConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _posttrain(run: RunConfig) -> str:
+    """Everything post-training does, its defaults resolved (``posttrain.seed`` unset = ``train.seed``), so runs
+    that differ only after post-training starts part there and runs that do the same share it."""
+    p = dataclasses.asdict(run.posttrain) | {"global_batch": run.posttrain_batch, "seed": run.posttrain_seed}
+    return json.dumps(p, sort_keys=True)
+
+
 def _segments(run: RunConfig, schedule: MixtureSchedule) -> tuple:
-    """The mixture segments as comparable tuples: (start, end, nonzero weights, phase, prompts masked)."""
-    masked = run.posttrain.enabled and run.posttrain.mask_prompt
+    """The mixture segments as comparable tuples: (start, end, nonzero weights, phase, and the post-training
+    settings for post-training, else False)."""
+    post = schedule.segments[-1] if run.posttrain.enabled else None  # post-training is the last segment
     out = tuple((s.start, s.end, tuple(sorted((d, float(w)) for d, w in s.weights.items() if w > 0)), s.phase,
-                 bool(masked and s.start >= run.main_steps)) for s in schedule.segments)
+                 _posttrain(run) if s is post else False) for s in schedule.segments)
     assert all(a[0] <= b[0] for a, b in zip(out, out[1:])), "mixture segments must start in order"
     return out
 
@@ -77,7 +85,8 @@ def _lr(run: RunConfig, schedule: MixtureSchedule) -> np.ndarray:
     LRSchedule: the optim and posttrain groups, the step counts and the mixture's phase boundaries."""
     flat = flatten(dataclasses.asdict(run))
     inputs = {k: v for k, v in flat.items() if _under(k, {"optim", "posttrain"})}
-    blob = json.dumps([inputs, run.main_steps, run.posttrain_steps, schedule.boundaries()], sort_keys=True,
+    blob = json.dumps([inputs, run.main_steps, run.posttrain_start, run.posttrain_steps, schedule.main_boundaries],
+                      sort_keys=True,
                       default=str)
     if blob not in _LR_CACHE:
         if len(_LR_CACHE) >= 256:

@@ -19,12 +19,13 @@ from omegaconf import OmegaConf
 from midsweep import rundir
 from midsweep.config import ConfigError, Problem, RunConfig
 from midsweep.data import load_tokenizer, prepare_domains
+from midsweep.data.posttrain import PosttrainData
 from midsweep.data.sampler import MixtureSampler
 from midsweep.model import build_model, count_params, flops_per_token
 from midsweep.schedules import LRSchedule, MixtureSchedule
 from midsweep.train import checkpoint
 from midsweep.train.async_save import CheckpointWriter
-from midsweep.train.batches import loss_sum, make_batch
+from midsweep.train.batches import loss_sum, make_batch, to_tensors
 from midsweep.train.evaluate import heldout_loss
 from midsweep.train.fork import ParentFailed, Sharing
 from midsweep.train.progress import Progress
@@ -71,17 +72,20 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     rec = RunRecorder(run_dir, accelerator.is_main_process)
     world, L, tps = accelerator.num_processes, run.model.seq_len, run.tokens_per_step
     step, wall = rundir.latest_checkpoint(run_dir) or 0, 0.0  # the step to report until the resume says otherwise
-    sampler = params = progress = track = sharing = None
+    sampler = params = progress = track = sharing = post = None
     fpt, content = 0.0, {}
     rec.config(OmegaConf.to_yaml(OmegaConf.structured(run)))
     rec.status("running", step)
 
     def counts_tokens() -> dict:
-        return {d: n * L for d, n in sampler.counts.items() if n} if sampler else {}
+        out = {d: n * L for d, n in sampler.counts.items() if n} if sampler else {}
+        if post and post.drawn(step):
+            out[post.domain] = out.get(post.domain, 0) + post.drawn(step) * L
+        return out
 
     def evaluate(at: int, event: str) -> None:
         phase = schedule.phase_at(max(at - 1, 0))
-        rows = [{"step": at, "tokens": at * tps, "phase": phase, "domain": d, "event": event,
+        rows = [{"step": at, "tokens": run.tokens_at(at), "phase": phase, "domain": d, "event": event,
                  "loss": heldout_loss(model, data[d].heldout, L, run.eval.tokens, run.eval.batch, accelerator,
                                       compile_mode),
                  "lr": lr_at(max(at - 1, 0)), "tokens_by_domain": counts_tokens()}
@@ -93,8 +97,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         final, phase_end = losses_by_event(rec.read_metrics()) if rec.enabled else ({}, {})
         out = {"run_id": run.run_id(), "experiment": run.name, "status": status, "reason": reason,
                "coords": run.coords(), "overrides": _overrides(overrides), "final": final, "phase_end": phase_end,
-               "steps": step, "tokens": step * tps, "tokens_by_domain": counts_tokens(),
-               "flops": fpt * step * tps, "wall_time_s": wall, "params": params, "precision": precision,
+               "steps": step, "tokens": run.tokens_at(step), "tokens_by_domain": counts_tokens(),
+               "flops": fpt * run.tokens_at(step), "wall_time_s": wall, "params": params, "precision": precision,
                "world_size": world, "prefix": sharing.record if sharing else None, "data": content,
                "code": code_version()}
         rec.summary(out)
@@ -122,11 +126,9 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         if run.train.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError([Problem("train.device", "cuda asked for but no GPU is visible",
                                        "use train.device=auto")])
-        per_rank, rem = divmod(run.train.global_batch, world * run.train.micro_batch)
-        if rem or per_rank == 0:
-            raise ConfigError([Problem("train.global_batch", f"{run.train.global_batch} sequences do not split "
-                                       f"into {world} ranks x micro_batch {run.train.micro_batch}",
-                                       "make global_batch a multiple of micro_batch x ranks")])
+        shares = {"train.global_batch": _shares(run.train.global_batch, world, accelerator.process_index, run)}
+        if run.posttrain.enabled:
+            shares["posttrain.global_batch"] = _shares(run.posttrain_batch, world, accelerator.process_index, run)
         torch.use_deterministic_algorithms(run.train.deterministic, warn_only=True)
         torch.manual_seed(run.train.seed)
 
@@ -140,7 +142,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         content = {d: data[d].content for d in sorted(data)}
         sampler = MixtureSampler(schedule, {d: data[d].train.num_sequences(L) for d in schedule.domains},
                                  run.train.seed, run.train.global_batch)
-        vocab = load_tokenizer(run.data.tokenizer).vocab_size
+        tokenizer = load_tokenizer(run.data.tokenizer)
+        vocab = tokenizer.vocab_size
         model = build_model(run.model, vocab)
         if run.train.init_from:
             model.load_state_dict(checkpoint.init_weights(run.train.init_from))
@@ -191,9 +194,9 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         elif step in eval_at and not any(r["step"] == step for r in rundir.read_jsonl(run_dir / rundir.METRICS)):
             evaluate(step, eval_at[step])  # a fork, at a step its plan evaluates and its parent's may not
         progress = Progress(total, step, tps, enabled=run.train.progress and accelerator.is_main_process)
-        micro = [slice(i * run.train.micro_batch, (i + 1) * run.train.micro_batch) for i in range(per_rank)]
-        mine = slice(accelerator.process_index * per_rank * run.train.micro_batch,
-                     (accelerator.process_index + 1) * per_rank * run.train.micro_batch)
+        start = run.posttrain_start if run.posttrain.enabled else total
+        if step >= start:  # resumed in post-training
+            post = _posttrain_data(run, data, sampler, start, tokenizer.eos_id)
         stopped = False
         # Nothing is read back from the device between checks (every log_every steps, and before every
         # evaluation, checkpoint and the end), so the GPU never idles waiting for the host. A non-finite loss is
@@ -205,9 +208,18 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             lr = lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            posttrain = step >= run.main_steps
-            items = sampler.next_batch(step)[mine]
-            x, y, m = make_batch(data, items, L, posttrain and run.posttrain.mask_prompt, accelerator.device)
+            if step == start:  # post-training starts: its own data order, RNG and, when fresh, optimizer
+                post = _posttrain_data(run, data, sampler, start, tokenizer.eos_id)
+                torch.manual_seed(run.posttrain_seed)
+                if run.posttrain.optimizer == "fresh":
+                    optimizer.state.clear()  # zero moments and step counts: a new AdamW's first step
+            if post is None:
+                mine, micro = shares["train.global_batch"]
+                x, y, m = make_batch(data, sampler.next_batch(step)[mine], L, False, accelerator.device)
+            else:
+                mine, micro = shares["posttrain.global_batch"]
+                pairs = [post.sequence(i, run.posttrain.mask_prompt) for i in post.items(step)[mine]]
+                x, y, m = to_tensors(*zip(*pairs), accelerator.device)
             # Normalise by the whole global batch's counted tokens, so the update is the same for any rank count.
             counted = accelerator.reduce(m.sum().double(), reduction="sum")
             loss_total = torch.zeros((), dtype=torch.float64, device=accelerator.device)
@@ -237,9 +249,9 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                 last_check = step
             if step % run.train.log_every == 0 or step == total:
                 # the rate of the training steps since the last row: steady state, evaluations excluded
-                rate = (step - last_row[0]) * tps / max(wall - last_row[1], 1e-9)
-                row = {"step": step, "tokens": step * tps, "phase": schedule.phase_at(step - 1), "loss": loss_value,
-                       "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": rate}
+                rate = (run.tokens_at(step) - run.tokens_at(last_row[0])) / max(wall - last_row[1], 1e-9)
+                row = {"step": step, "tokens": run.tokens_at(step), "phase": schedule.phase_at(step - 1),
+                       "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), "tok_per_s": rate}
                 rec.append(rundir.TRAIN_LOG_JSONL, [row])
                 track.train(row, progress.tokens_per_s())
                 last_row = step, wall
@@ -309,6 +321,27 @@ def _hold(run_dir, accelerator: Accelerator, wait: bool):
         if _any_rank(accelerator, refused is not None):
             raise refused or rundir.RunLocked(f"run directory {run_dir} is held by another process (see rank 0)")
         yield
+
+
+def _shares(batch: int, world: int, rank: int, run: RunConfig) -> tuple[slice, list[slice]]:
+    """This rank's rows of a global batch of ``batch`` sequences and its micro-batches within them."""
+    size = run.train.micro_batch
+    per_rank, rem = divmod(batch, world * size)
+    if rem or per_rank == 0:
+        key = "posttrain.global_batch" if batch != run.train.global_batch else "train.global_batch"
+        raise ConfigError([Problem(key, f"{batch} sequences do not split into {world} ranks x micro_batch {size}",
+                                   "make it a multiple of train.micro_batch x ranks")])
+    mine = slice(rank * per_rank * size, (rank + 1) * per_rank * size)
+    return mine, [slice(i * size, (i + 1) * size) for i in range(per_rank)]
+
+
+def _posttrain_data(run: RunConfig, data: dict, sampler: MixtureSampler, start: int, eos_id: int) -> PosttrainData:
+    """Post-training's data; packed, it continues the domain's count of main training (frozen from ``start``)."""
+    p = run.posttrain
+    return PosttrainData(data[p.domain].train, p.domain, run.model.seq_len, seed=run.posttrain_seed,
+                         batch=run.posttrain_batch, start=start,
+                         first=sampler.counts.get(p.domain, 0) if p.packing else 0, packing=p.packing,
+                         eos_id=eos_id)
 
 
 def _adamw(model: torch.nn.Module, run: RunConfig, fused: bool) -> torch.optim.Optimizer:
