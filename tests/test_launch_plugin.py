@@ -161,3 +161,14 @@ def test_fast_composition_equals_hydra_composition(app):
         assert len(composer._bases) == 3  # value overrides share one composition
     finally:
         sys.path.remove(str(app))
+
+
+@pytest.mark.parametrize("override", ["hydra.launcher.partition='debug\nhostile'",
+                                      "+hydra.launcher.additional_parameters.mail_user='a@b\r#SBATCH --x=1'"])
+def test_a_control_character_in_a_launcher_field_is_refused_before_the_preview(app, override):
+    out = multirun(app, "w=0.1", "hydra/launcher=midsweep_slurm", "hydra.launcher.preview=true", override)
+    text = out.stderr + out.stdout
+    assert out.returncode != 0 and "Traceback" not in text
+    key = override.split("=")[0].lstrip("+")
+    assert f"{key}: " in text and "control character" in text and "Fix:" in text
+    assert "job(s) to submit" not in text and calls(app) == []
