@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 from midsweep import rundir
 from midsweep.config import ConfigError, Problem, RunConfig
-from midsweep.data import load_tokenizer, prepare_domains
+from midsweep.data import DataSourceError, load_tokenizer, prepare_domains
+from midsweep.data.tokenizers import TokenizerError
 from midsweep.data.sampler import MixtureSampler
 from midsweep.model import build_model, count_params, flops_per_token
 from midsweep.schedules import LRSchedule, MixtureSchedule
@@ -260,7 +261,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         failed(f"{err}. Fix: lower optim.lr, lengthen optim.warmup or use train.precision=fp32; "
                "metrics up to this step are kept")
         raise
-    except DataChanged as err:
+    except (DataChanged, ConfigError, DataSourceError, TokenizerError) as err:  # the user's to fix, as it says
         failed(str(err))
         raise
     except BaseException as err:
