@@ -25,6 +25,8 @@ from midsweep.launch import distributed, preemption
 # wheel or an editable checkout alike. A user's own --config-dir / hydra.searchpath adds options and groups.
 CONF_PACKAGE = "midsweep_conf"
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))
+EXIT_CTRL_C = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONF_PACKAGE}", config_name="config")
@@ -35,21 +37,28 @@ def main(cfg: DictConfig) -> dict:
         sys.exit(f"midsweep-train: {err}")
     distributed.setup_environment()
     interrupt = preemption.install()
-
-    from midsweep.train.loop import train  # imports torch and accelerate: after validation
-
-    run.run_dir().mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run.run_dir() / rundir.TRAIN_LOG)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    logging.getLogger().addHandler(handler)
+    handler = None
     try:
+        from midsweep.train.loop import train  # imports torch and accelerate: after validation
+
+        run.run_dir().mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run.run_dir() / rundir.TRAIN_LOG)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        logging.getLogger().addHandler(handler)
         return train(run, list(HydraConfig.get().overrides.task), interrupt)
     # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards): the message, not a traceback
     except (rundir.RunLocked, ConfigError, DataSourceError, TokenizerError) as err:
         sys.exit(f"midsweep-train: {err}")
+    except KeyboardInterrupt:  # Ctrl-C: the run said where it stopped and how to resume; a sweep stops too
+        st = rundir.read_status(run.run_dir()) or {}
+        why = st.get("reason") if st.get("status") == "interrupted" else "stopped by Ctrl-C before training started"
+        print(f"midsweep-train: run {run.run_id()} {why}", file=sys.stderr)
+        sys.exit(EXIT_CTRL_C)
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        preemption.uninstall(interrupt)
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ LOCK = "run.lock"
 LOCK_HOLDER = "run.lock.json"
 """Who holds LOCK: host, pid, since, SLURM job (removed when the lock is released)."""
 
-STATUSES = ("running", "done", "failed", "requeued")
+STATUSES = ("running", "done", "failed", "requeued", "interrupted")
 HEARTBEAT_S = 30
 """A training run rewrites status.json (``updated``, ``step``, ``tok_per_s``, ``eta_s``) at its train.log_every
 rows, at most once per HEARTBEAT_S seconds, and at every evaluation and change of status."""

@@ -22,7 +22,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     st.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     st.add_argument("--state", choices=status.STATES, help="only runs in this state")
     st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
-                    help="refresh every SECONDS (default 30) until every run is done or failed (Ctrl-C stops)")
+                    help="refresh every SECONDS (default 30) until every run is done, failed or interrupted "
+                    "(Ctrl-C stops)")
     gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs")
     gc.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
@@ -46,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(json.dumps(row))
         else:
             print(status.table(shown))
-        if not args.watch or all(r.state in ("done", "failed") for r in rows):
+        if not args.watch or all(r.state in ("done", "failed", "interrupted") for r in rows):
             return 0
         if not args.json:
             print(f"[{time.strftime('%H:%M:%S')}] refreshing every {args.watch:g}s; Ctrl-C stops", flush=True)

@@ -99,10 +99,10 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         rec.summary(out)
         return out
 
-    def failed(reason: str) -> None:
-        rec.status("failed", step, reason)
+    def failed(reason: str, status: str = "failed") -> None:  # or "interrupted": Ctrl-C twice
+        rec.status(status, step, reason)
         try:
-            summary("failed", reason)
+            summary(status, reason)
         except Exception:  # the status says why it failed; an unwritable summary must not replace that error
             log.exception("could not write the summary of failed run %s", run_dir)
 
@@ -253,7 +253,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                 if not (periodic or step in checkpointed):
                     save()
                 writer.wait()
-                rec.status("requeued", step, "stopped by a preemption/timeout signal; resumes from this step")
+                rec.status(*interrupt.stop_status(step))
                 stopped = True
                 break
         writer.wait()
@@ -263,6 +263,11 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         raise
     except (DataChanged, ConfigError, DataSourceError, TokenizerError) as err:  # the user's to fix, as it says
         failed(str(err))
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped now, the steps since the last checkpoint are lost
+        last = rundir.latest_checkpoint(run_dir)
+        failed(f"stopped by a second Ctrl-C at step {step}; rerunning the same command resumes from "
+               + (f"its last checkpoint (step {last})" if last is not None else "the start"), "interrupted")
         raise
     except BaseException as err:
         failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
@@ -275,7 +280,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         if track is not None:
             track.close(sys.exc_info()[1])
     if stopped:
-        out = summary("requeued")
+        out = summary(interrupt.stop_status(step)[0])
         interrupt.checkpointed()  # hands over to the scheduler (submitit requeues the job and exits)
         return out
     out = summary("done")
