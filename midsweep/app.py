@@ -46,8 +46,9 @@ def main(cfg: DictConfig) -> dict:
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
         logging.getLogger().addHandler(handler)
         return train(run, list(HydraConfig.get().overrides.task), interrupt)
-    # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards): the message, not a traceback
-    except (rundir.RunLocked, ConfigError, DataSourceError, TokenizerError) as err:
+    # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards, full disk): the message, not a
+    # traceback. In a local sweep this ends the sweep: its next runs would mostly fail the same way.
+    except (rundir.RunLocked, rundir.DiskFull, ConfigError, DataSourceError, TokenizerError) as err:
         sys.exit(f"midsweep-train: {err}")
     except KeyboardInterrupt:  # Ctrl-C: the run said where it stopped and how to resume; a sweep stops too
         st = rundir.read_status(run.run_dir()) or {}

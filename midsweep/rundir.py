@@ -203,6 +203,10 @@ class RunLocked(RuntimeError):
     """Another process holds the run directory."""
 
 
+class DiskFull(RuntimeError):
+    """The file system a run writes to is full; the message names it and the fix."""
+
+
 def slurm_job_id() -> Optional[str]:
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     if job:

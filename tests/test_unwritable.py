@@ -1,7 +1,8 @@
-"""Storage and environment a user got wrong: a read-only train.out_dir or shard cache, a hub tokenizer without
-network. Each is one line naming the problem and the fix, no traceback, and the run's status says the same."""
+"""Storage and environment a user got wrong: a read-only train.out_dir or shard cache, a full disk, a hub tokenizer
+without network. Each is one line naming the problem and the fix, no traceback, and the run's status says the same."""
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -27,6 +28,18 @@ def read_only(tmp_path):
             pytest.skip("cannot make a read-only bind mount here (needs CAP_SYS_ADMIN)")
     yield ro
     subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB file system of its own (tmpfs; root only)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root with CAP_SYS_ADMIN")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
 
 
 def one_line(proc) -> str:
@@ -66,3 +79,23 @@ def test_a_hub_tokenizer_without_network_fails_at_once_with_its_whole_reason(tmp
     status = rundir.read_status(run)
     assert status["status"] == "failed" and status["reason"] == line.removeprefix("midsweep-train: ")
     assert "rerunning" not in status["reason"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_run_saying_so_and_ends_the_sweep_in_one_line_keeping_finished_runs(small_disk):
+    args = ("experiment=nano_test", "train.share_prefixes=false", f"train.out_dir={small_disk / 'sweep'}")
+    train_cli(*args, "mixture.weight=0.2")
+    (done,) = rundir.run_dirs(small_disk / "sweep")
+    before = {p: p.read_bytes() for p in done.rglob("*") if p.is_file() and p.name != "run.lock"}
+    with open(small_disk / "filler", "wb") as f:  # room for a run's records and Hydra's, not for a checkpoint
+        f.truncate(0)
+        f.write(b"\0" * (shutil.disk_usage(small_disk).free - (300 << 10)))
+    line = one_line(train_cli("-m", *args, "mixture.weight=0.2,0.4,0.6", check=False))
+    assert line.startswith("midsweep-train: the disk is full: No space left on device writing ") and "Fix:" in line
+    runs = rundir.run_dirs(small_disk / "sweep")
+    assert len(runs) == 2  # the sweep ended there: the third point never started
+    (full,) = [r for r in runs if r != done]
+    status = rundir.read_status(full)
+    assert status["status"] == "failed" and status["reason"] == line.removeprefix("midsweep-train: ")
+    assert not list(full.glob("checkpoints/*.tmp"))  # the torn checkpoint is gone, its space given back
+    assert {p: p.read_bytes() for p in before} == before  # the finished run is intact

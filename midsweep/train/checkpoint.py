@@ -6,6 +6,7 @@ unreadable checkpoint is skipped with a warning, so a kill at any moment leaves 
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -16,6 +17,8 @@ import torch
 from midsweep import rundir
 
 log = logging.getLogger(__name__)
+FULL_BELOW = 1 << 20
+"""Bytes free under which a failed checkpoint write is put down to a full file system."""
 
 
 def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) -> Path:
@@ -23,15 +26,28 @@ def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) ->
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(model, tmp / "model.pt")
-    torch.save(optimizer, tmp / "optim.pt")
-    torch.save(state, tmp / "state.pt")
+    try:
+        torch.save(model, tmp / "model.pt")
+        torch.save(optimizer, tmp / "optim.pt")
+        torch.save(state, tmp / "state.pt")
+    except BaseException as err:
+        _discard(tmp, err)
+        raise
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
     rundir.atomic_write_text(final / rundir.COMPLETE, str(step))
     _fsync_dir(final.parent)
     return final
+
+
+def _discard(tmp: Path, err: BaseException) -> None:
+    """Remove a checkpoint whose write failed, freeing its space for the run's status; raise ENOSPC when the file
+    system was full (torch reports a full disk as ``RuntimeError: ... unexpected pos``, without the errno)."""
+    full = shutil.disk_usage(tmp).free < FULL_BELOW
+    shutil.rmtree(tmp, ignore_errors=True)
+    if full and not isinstance(err, OSError):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from err
 
 
 def load(path: Path, with_optimizer: bool = True) -> dict:

@@ -8,7 +8,9 @@ preemption signal or a non-finite loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import shutil
 import sys
 import time
 
@@ -100,11 +102,12 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         return out
 
     def failed(reason: str, status: str = "failed") -> None:  # or "interrupted": Ctrl-C twice
-        rec.status(status, step, reason)
         try:
+            rec.status(status, step, reason)
             summary(status, reason)
-        except Exception:  # the status says why it failed; an unwritable summary must not replace that error
-            log.exception("could not write the summary of failed run %s", run_dir)
+        except Exception as err:  # e.g. a full disk: the error that ended the run must not be replaced by this one
+            log.error("could not record the end of run %s (%s: %s): %s: %s", run_dir, status, reason,
+                      type(err).__name__, err)
 
     writer = CheckpointWriter()
 
@@ -270,9 +273,14 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                + (f"its last checkpoint (step {last})" if last is not None else "the start"), "interrupted")
         raise
     except BaseException as err:
-        failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
-               + "; rerunning the same command resumes from the last checkpoint")
-        raise
+        writer.wait(raise_error=False)  # a checkpoint in flight is complete or removed: on a full disk, space to record
+        full = _disk_full(err, run_dir)
+        if full is None:
+            failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
+                   + "; rerunning the same command resumes from the last checkpoint")
+            raise
+        failed(str(full))
+        raise full from err
     finally:
         writer.wait(raise_error=False)
         if progress is not None:
@@ -286,6 +294,20 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     out = summary("done")
     rec.status("done", step)
     return out
+
+
+def _disk_full(err: BaseException, run_dir) -> rundir.DiskFull | None:
+    """A DiskFull naming the file system and the fix if ``err`` (or an error that caused it) is ENOSPC/EDQUOT."""
+    while err is not None and not (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return None
+    where, free = err.filename or run_dir, shutil.disk_usage(run_dir).free >> 20
+    last = rundir.latest_checkpoint(run_dir)
+    return rundir.DiskFull(
+        f"the disk is full: {err.strerror} writing {where} ({free} MiB free now). Fix: free space there (or set "
+        "train.out_dir elsewhere) and rerun the same command: finished runs are skipped and this one resumes from "
+        + (f"its checkpoint of step {last}" if last is not None else "the start"))
 
 
 def _check_same_data(trained: dict, now: dict, step: int, run_dir, prefix: dict | None) -> None:
