@@ -7,9 +7,10 @@ submitit's handler aside and replaces it by one that only records the signal. Th
 ``requested()`` at step boundaries (all-reducing it so every rank stops at the same step), saves a
 checkpoint, marks the run ``requeued`` and calls ``checkpointed()``, which hands over to submitit.
 
-Ctrl-C is a stop request too: the run checkpoints at the next check, is marked ``interrupted`` and
-``checkpointed()`` raises KeyboardInterrupt, which the app reports in one line (rerunning resumes). A second
-Ctrl-C raises KeyboardInterrupt at once: the run resumes from its previous checkpoint.
+Ctrl-C is a stop request too once the loop has ``arm()``-ed it: the run checkpoints at the next check, is marked
+``interrupted`` and ``checkpointed()`` raises KeyboardInterrupt, which the app reports in one line (rerunning
+resumes). During set-up, or pressed a second time, Ctrl-C raises KeyboardInterrupt at once: the run resumes from
+its previous checkpoint.
 """
 from __future__ import annotations
 
@@ -34,13 +35,19 @@ class Interrupt:
         self._previous = previous
         self._requested = False
         self.previous_sigint: Any = signal.default_int_handler
+        self.armed = False
         self.by_user = False
         """The stop was asked for with Ctrl-C (SIGINT): the run stops instead of being requeued."""
 
+    def arm(self) -> None:
+        """Training has started: from now on a first Ctrl-C asks for a checkpoint. Before, there is nothing to
+        save, and Ctrl-C stops at once."""
+        self.armed = True
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
-            if self.by_user:
-                raise KeyboardInterrupt  # a second Ctrl-C: now, without a checkpoint
+            if self.by_user or not self.armed:
+                raise KeyboardInterrupt  # set-up, or a second Ctrl-C: now, without a checkpoint
             log.warning("Ctrl-C: will checkpoint and stop at the next step boundary (Ctrl-C again stops at once, "
                         "losing the steps since the last checkpoint)")
             self.by_user = True

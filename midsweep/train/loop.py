@@ -202,6 +202,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         # remembered on the device as its step (``total``: none yet) and raised at the next check.
         first_bad = torch.full((), total, dtype=torch.long, device=accelerator.device)
         last_check, last_row = step, (step, wall)
+        if interrupt is not None:
+            interrupt.arm()
         while step < total:
             t0 = time.perf_counter()
             lr = lr_at(step)
@@ -267,10 +269,10 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     except (DataChanged, ConfigError, DataSourceError, TokenizerError) as err:  # the user's to fix, as it says
         failed(str(err))
         raise
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped now, the steps since the last checkpoint are lost
+    except KeyboardInterrupt:  # Ctrl-C in set-up, or twice: stopped now, the steps since the last checkpoint are lost
         last = rundir.latest_checkpoint(run_dir)
-        failed(f"stopped by a second Ctrl-C at step {step}; rerunning the same command resumes from "
-               + (f"its last checkpoint (step {last})" if last is not None else "the start"), "interrupted")
+        failed(f"stopped by Ctrl-C at step {step}, before its next checkpoint; rerunning the same command resumes "
+               + (f"from its checkpoint of step {last}" if last is not None else "from the start"), "interrupted")
         raise
     except BaseException as err:
         writer.wait(raise_error=False)  # a checkpoint in flight is complete or removed: on a full disk, space to record
