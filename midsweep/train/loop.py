@@ -101,7 +101,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         rec.summary(out)
         return out
 
-    def failed(reason: str, status: str = "failed") -> None:  # or "interrupted": Ctrl-C twice
+    def failed(reason: str, status: str = "failed") -> None:  # or "interrupted": Ctrl-C, no checkpoint
         try:
             rec.status(status, step, reason)
             summary(status, reason)
@@ -300,9 +300,13 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
 
 def _disk_full(err: BaseException, run_dir) -> rundir.DiskFull | None:
     """A DiskFull naming the file system and the fix if ``err`` (or an error that caused it) is ENOSPC/EDQUOT."""
-    while err is not None and not (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            break
+        seen.add(id(err))
         err = err.__cause__ or err.__context__
-    if err is None:
+    else:
         return None
     where, free = err.filename or run_dir, shutil.disk_usage(run_dir).free >> 20
     last = rundir.latest_checkpoint(run_dir)
