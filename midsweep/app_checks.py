@@ -25,7 +25,10 @@ class OutDirWritable(Callback):
 
 
 def check_writable(config: DictConfig) -> None:
-    out = Path(str(config.train.out_dir)).absolute()
+    try:
+        out = Path(str(config.train.out_dir)).absolute()
+    except Exception:  # e.g. ${hydra:...}, resolvable only once the job runs: the app reports what then fails
+        return
     existing = next(p for p in (out, *out.parents) if p.exists())  # what would hold the directories to create
     if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):  # access() reports EROFS too
         why = "not a directory" if not existing.is_dir() else "read-only or not writable by you"
