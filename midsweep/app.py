@@ -25,8 +25,6 @@ from midsweep.launch import distributed, preemption
 # wheel or an editable checkout alike. A user's own --config-dir / hydra.searchpath adds options and groups.
 CONF_PACKAGE = "midsweep_conf"
 CONF_DIR = Path(str(resources.files(CONF_PACKAGE)))
-EXIT_CTRL_C = 130
-"""Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONF_PACKAGE}", config_name="config")
@@ -54,7 +52,7 @@ def main(cfg: DictConfig) -> dict:
         st = rundir.read_status(run.run_dir()) or {}
         why = st.get("reason") if st.get("status") == "interrupted" else "stopped by Ctrl-C before training started"
         print(f"midsweep-train: run {run.run_id()} {why}", file=sys.stderr)
-        sys.exit(EXIT_CTRL_C)
+        sys.exit(preemption.EXIT_CTRL_C)
     finally:
         preemption.uninstall(interrupt)
         if handler is not None:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 75
 """Exit status of ``checkpointed()`` outside submitit (EX_TEMPFAIL): the checkpoint is on disk and the same
 command resumes the run."""
+EXIT_CTRL_C = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 RANK_WAIT_S = 120
 """How long a rank > 0 waits for SLURM to end the requeued job before it exits by itself."""
 
