@@ -1,6 +1,5 @@
 """Storage and environment a user got wrong: a read-only train.out_dir or shard cache, a full disk, a hub tokenizer
 without network. Each is one line naming the problem and the fix, no traceback, and the run's status says the same."""
-import json
 import os
 import shutil
 import subprocess
