@@ -41,25 +41,33 @@ def main(cfg: DictConfig) -> dict:
     user_config.check(HydraConfig.get().runtime.config_sources)
     distributed.setup_environment()
     interrupt = preemption.install()
-
-    from midsweep.train.loop import train  # imports torch and accelerate: after validation
-
-    run.run_dir().mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run.run_dir() / rundir.TRAIN_LOG)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    logging.getLogger().addHandler(handler)
+    handler = None
     try:
+        from midsweep.train.loop import train  # imports torch and accelerate: after validation
+
+        run.run_dir().mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run.run_dir() / rundir.TRAIN_LOG)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        logging.getLogger().addHandler(handler)
         summary = train(run, list(HydraConfig.get().overrides.task), interrupt)
         if int(os.environ.get("RANK", "0")) == 0:
             for line in closing_lines(summary, run.run_dir()):
                 log.info(line)
         return summary
-    # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards): the message, not a traceback
-    except (rundir.RunLocked, ConfigError, DataSourceError, TokenizerError) as err:
+    # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards, full disk): the message, not a
+    # traceback. In a local sweep this ends the sweep: its next runs would mostly fail the same way.
+    except (rundir.RunLocked, rundir.DiskFull, ConfigError, DataSourceError, TokenizerError) as err:
         sys.exit(f"midsweep-train: {err}")
+    except KeyboardInterrupt:  # Ctrl-C: the run said where it stopped and how to resume; a sweep stops too
+        st = rundir.read_status(run.run_dir()) or {}
+        why = st.get("reason") if st.get("status") == "interrupted" else "stopped by Ctrl-C before training started"
+        print(f"midsweep-train: run {run.run_id()} {why}", file=sys.stderr)
+        sys.exit(preemption.EXIT_CTRL_C)
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        preemption.uninstall(interrupt)
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def cli() -> None:

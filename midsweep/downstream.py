@@ -40,6 +40,10 @@ class Request:
     include_path: list[str] = field(default_factory=list)
 
 
+class UnknownTask(ValueError):
+    """A task name lm-eval does not know (checked before any checkpoint is exported)."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="the run directory (train.out_dir/<run_id>)")
     p.add_argument("--tasks", nargs="+", required=True, help="lm-eval task or group names, e.g. lambada_openai")
@@ -58,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     req = Request(args.tasks, args.num_fewshot, args.limit, args.batch_size, args.device, args.include_path)
     try:
         rows = evaluate(args.run_dir, req, args.steps, args.redo)
-    except (ExportError, ImportError) as err:
+    except (ExportError, ImportError, UnknownTask) as err:
         sys.exit(f"midsweep evaluate: {err}")
     print(f"{len(rows)} row(s) appended to {Path(args.run_dir) / rundir.DOWNSTREAM}")
     return 0
@@ -77,6 +81,11 @@ def evaluate(run_dir: Path, req: Request, steps: Optional[list[int]] = None, red
     if not plan:
         return []
     lm_eval, HFLM, manager = _lm_eval(req.include_path)
+    known = set(manager.all_tasks)  # tasks, groups and tags, --include-path's among them
+    unknown = [t for t in req.tasks if t not in known]
+    if unknown:
+        raise UnknownTask(f"lm-eval knows no task or group {', '.join(map(repr, unknown))}. Fix: check the name "
+                          "(lm_eval --tasks list), or give the folder of your own task files with --include-path DIR")
     if redo:  # after the import: a missing lm-eval leaves the old rows in place
         with rundir.atomic_open(path) as f:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in old if (r["step"], r["request"]) not in plan)

@@ -62,6 +62,10 @@ def checkpoint_steps(run_dir: Path, steps: Optional[list[int]] = None) -> list[i
 
 def export(run_dir: Path, out_dir: Path, step: Optional[int] = None) -> Exported:
     """Write the checkpoint at ``step`` (default: the newest) of ``run_dir`` into ``out_dir``."""
+    try:
+        import transformers  # noqa: F401  (the hf extra; the model and tokenizer are written with it)
+    except ImportError as err:
+        raise ExportError(f"exporting needs transformers ({err}). Fix: pip install 'midsweep[hf]'") from None
     from midsweep.model import build_model  # here: importing torch and transformers takes seconds
     from midsweep.train import checkpoint
 

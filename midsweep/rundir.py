@@ -48,7 +48,7 @@ LOCK = "run.lock"
 LOCK_HOLDER = "run.lock.json"
 """Who holds LOCK: host, pid, since, SLURM job (removed when the lock is released)."""
 
-STATUSES = ("running", "done", "failed", "requeued")
+STATUSES = ("running", "done", "failed", "requeued", "interrupted")
 HEARTBEAT_S = 30
 """A training run rewrites status.json (``updated``, ``step``, ``tok_per_s``, ``eta_s``) at its train.log_every
 rows, at most once per HEARTBEAT_S seconds, and at every evaluation and change of status."""
@@ -280,6 +280,10 @@ def sound_checkpoint(run_dir: Path) -> Optional[int]:
 
 class RunLocked(RuntimeError):
     """Another process holds the run directory."""
+
+
+class DiskFull(RuntimeError):
+    """The file system a run writes to is full; the message names it and the fix."""
 
 
 def slurm_job_id() -> Optional[str]:

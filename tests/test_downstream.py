@@ -125,3 +125,24 @@ def test_the_analysis_draws_downstream_scores_like_losses(run_dir, tmp_path):
     assert (tmp_path / "out" / "figures" / "downstream.png").exists()
     assert pd.read_csv(tmp_path / "out" / "downstream.csv")["task"].nunique() == 2  # the group entry too
     assert scores(0.75).loc[10, "mean"] == 0.75
+
+
+@pytest.mark.slow
+def test_an_unknown_task_is_one_line_before_any_checkpoint_is_exported(run_dir, monkeypatch):
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'midsweep[eval]')")
+    from midsweep import downstream
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("a checkpoint was exported for a task lm-eval does not know")
+
+    monkeypatch.setattr(downstream, "export", no_export)
+    with pytest.raises(SystemExit, match=r"^midsweep evaluate: lm-eval knows no task or group 'no_such_task'\. "
+                                         r"Fix: check the name"):
+        midsweep(["evaluate", str(run_dir), "--tasks", "no_such_task", "--device", "cpu"])
+
+
+def test_export_without_the_hf_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as where it is not installed
+    with pytest.raises(SystemExit, match=r"^midsweep export: exporting needs transformers .*pip install "
+                                         r"'midsweep\[hf\]'$"):
+        midsweep(["export", str(tmp_path), str(tmp_path / "out")])

@@ -60,6 +60,49 @@ def test_usr2_stops_at_a_check_with_a_complete_checkpoint_and_the_resumed_run_eq
     assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(ref / rundir.METRICS)
 
 
+def ctrl_c(args: list[str], sweep, times: int = 1) -> subprocess.CompletedProcess:
+    """Run midsweep-train with ``args`` and press Ctrl-C ``times`` once it has logged its first steps."""
+    proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(sweep.glob(f"*/{rundir.TRAIN_LOG_JSONL}")):
+        time.sleep(0.05)
+    for _ in range(times):
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_says_how_to_resume_in_one_line_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
+    train_cli(*LONG, f"train.out_dir={tmp_path / 'ref'}")
+    sweep = tmp_path / "stopped"
+    proc = ctrl_c([*LONG, f"train.out_dir={sweep}"], sweep)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    run = only_run(sweep)
+    status = rundir.read_status(run)
+    at = status["step"]
+    assert status["status"] == "interrupted" and 0 < at < 60 and rundir.complete_steps(run)[-1] == at
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("midsweep-train:")]
+    assert line == f"midsweep-train: run {run.name} stopped by Ctrl-C at step {at}; rerunning the same command " \
+                   "resumes from it"
+    assert f"from step {at}" in train_cli(*LONG, f"train.out_dir={sweep}").stdout
+    ref = only_run(tmp_path / "ref")
+    assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(ref / rundir.METRICS)
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_in_a_sweep_stops_it_at_once_in_one_line(tmp_path):
+    proc = ctrl_c(["-m", *LONG, "mixture.weight=0.2,0.4", f"train.out_dir={tmp_path}"], tmp_path, times=2)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    (run,) = rundir.run_dirs(tmp_path)  # the sweep stopped: the second point never started
+    status = rundir.read_status(run)
+    assert status["status"] == "interrupted" and "before its next checkpoint" in status["reason"]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("midsweep-train:")]
+    assert line.endswith(status["reason"])
+
+
 def test_a_stop_requested_that_first_meets_the_last_step_finishes_the_run_instead_of_requeuing_it(tmp_path):
     # one phase, log_every past the end, evaluation only at the end: after the step-0 evaluation, the only check
     # (where a stop is acted on) is the last step's

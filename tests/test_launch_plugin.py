@@ -45,6 +45,9 @@ def main(cfg):
         f.write(run.run_id() + "\\n")
     if cfg.w == cfg.fail_w:
         raise RuntimeError("boom")
+    if cfg.w == cfg.slow_w:
+        import time
+        time.sleep(60)
     d = run.run_dir()
     d.mkdir(parents=True, exist_ok=True)
     (d / "summary.json").write_text(json.dumps({"final": {"general": cfg.w + cfg.t}}))
@@ -65,6 +68,7 @@ defaults:
 w: 0.1
 t: 0
 fail_w: -1.0
+slow_w: -1.0
 out_dir: out
 hydra:
   launcher:
@@ -161,3 +165,31 @@ def test_fast_composition_equals_hydra_composition(app):
         assert len(composer._bases) == 3  # value overrides share one composition
     finally:
         sys.path.remove(str(app))
+
+
+@pytest.mark.parametrize("override", ["hydra.launcher.partition='debug\nhostile'",
+                                      "+hydra.launcher.additional_parameters.mail_user='a@b\r#SBATCH --x=1'"])
+def test_a_control_character_in_a_launcher_field_is_refused_before_the_preview(app, override):
+    out = multirun(app, "w=0.1", "hydra/launcher=midsweep_slurm", "hydra.launcher.preview=true", override)
+    text = out.stderr + out.stdout
+    assert out.returncode != 0 and "Traceback" not in text
+    key = override.split("=")[0].lstrip("+")
+    assert f"{key}: " in text and "control character" in text and "Fix:" in text
+    assert "job(s) to submit" not in text and calls(app) == []
+
+
+def test_ctrl_c_outside_a_run_stops_the_local_sweep_in_one_line(app):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "fake_app.py", "-m", "w=0.1,0.2,0.3", "slow_w=0.2"], cwd=app, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(calls(app)) < 2:  # the second point is sleeping (a stand-in app: no handler)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("midsweep: sweep stopped by Ctrl-C; rerunning the same command skips the "
+                                            "finished runs and resumes the others")
+    assert len(calls(app)) == 2  # the third point never started

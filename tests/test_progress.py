@@ -17,6 +17,8 @@ from midsweep import rundir
 from midsweep.config import ConfigError, RunConfig
 from midsweep.config.logger import LoggerConfig
 from midsweep.launch import cli
+from midsweep.train import tracking
+from midsweep.train.results import RunRecorder
 from runner import REPO, train_cli
 
 STEPS = list(range(5, 41, 5))  # nano_test: 40 steps, a train row every 5
@@ -275,7 +277,7 @@ def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_withou
     train_cli(*nano, "logger=wandb")
     attempts = [wandb_attempt(p) for p in sorted(run.glob("wandb/offline-run-*/run-*.wandb"))]
     assert len(attempts) == 2
-    assert all(a["id"] == run.name and a["group"] == sweep.name for a in attempts)
+    assert all(a["id"] == tracking.wandb_id(run, run.name) and a["group"] == sweep.name for a in attempts)
     assert attempts[0]["name"] == f"introduce_at=0.5 [{run.name[:6]}]"  # not the 12-character id
     before, after = (sorted(a["history"]) for a in attempts)
     assert before[-1] == stopped["step"] and after[0] > stopped["step"]  # no step sent twice
@@ -294,3 +296,26 @@ def test_a_runs_readable_name_is_the_coordinates_its_command_line_sets():
     overrides = {"mixture": "introduce", "mixture.introduce_at": "0.3", "mixture.weight": "0.25", "train.out_dir": "x"}
     assert run_label(coords, overrides, "b18a28cacaea") == "introduce_at=0.3 kind=introduce weight=0.25 [b18a28]"
     assert run_label(coords, {"train.out_dir": "x"}, "b18a28cacaea") == "b18a28cacaea"
+
+
+def test_the_wandb_run_is_the_run_directorys_so_the_same_config_elsewhere_or_anew_does_not_resume_it(tmp_path,
+                                                                                                   monkeypatch):
+    from accelerate import PartialState
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    PartialState(cpu=True)  # accelerate's trackers log through its state, as in a run
+
+    def wandb_run(out_dir: Path, resumed=None) -> str:
+        run = RunConfig(logger=LoggerConfig(backend="wandb", project="p"))
+        run.train.out_dir = str(out_dir)
+        track = tracking.Tracking(run, RunRecorder(run.run_dir(), True), resumed, run.total_steps)
+        wb_id = track.trackers[0][0].tracker.id
+        track.close()
+        return wb_id
+
+    first = wandb_run(tmp_path / "a")
+    assert first.startswith(RunConfig().run_id())
+    assert wandb_run(tmp_path / "a", resumed=0) == first  # a requeue or a resume continues its W&B run
+    assert wandb_run(tmp_path / "b") != first  # the same config in another train.out_dir
+    shutil.rmtree(tmp_path / "a")
+    assert wandb_run(tmp_path / "a") != first  # trained again after its run directory was deleted

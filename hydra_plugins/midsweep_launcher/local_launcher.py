@@ -3,6 +3,7 @@ after validating every point and skipping finished runs; with prefix sharing (do
 publish a shared prefix run before the runs that fork from it."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -12,6 +13,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.midsweep_launcher import common
+from midsweep.launch.preemption import EXIT_CTRL_C
 from midsweep.launch.progress import SweepMeter
 
 
@@ -26,6 +28,14 @@ class MidsweepLocalLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        try:
+            return self._launch(job_overrides, initial_job_idx)
+        except KeyboardInterrupt:  # outside a run (validation, between runs); a run reports its own Ctrl-C
+            print("midsweep: sweep stopped by Ctrl-C; rerunning the same command skips the finished runs and "
+                  "resumes the others", file=sys.stderr)
+            sys.exit(EXIT_CTRL_C)
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

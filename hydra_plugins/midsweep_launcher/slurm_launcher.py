@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.errors import CompactHydraException
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import OmegaConf
@@ -23,10 +25,15 @@ from omegaconf import OmegaConf
 from hydra_plugins.midsweep_launcher import common
 from hydra_plugins.midsweep_launcher.pickled_once import PickledOnce
 from midsweep import rundir
+from midsweep.config.errors import ConfigError, Problem
 from midsweep.launch import manifest, slurm_state
 
 log = logging.getLogger("midsweep.launch")
 _EXTRA = ("wait", "srun_args", "python")
+_SHELL_KEYS = ("setup", "python")
+"""Keys whose values are shell lines of the job script by design (docs/slurm.md); every other key becomes an
+``#SBATCH`` line or an srun argument, where a newline would end the line and start another."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BASE_KEYS = set(OmegaConf.structured(BaseQueueConf).keys())
 
 
@@ -41,6 +48,9 @@ class MidsweepSlurmLauncher(SlurmLauncher):
 
     def check_resources(self) -> None:
         p = self.params
+        problems = control_characters({**p, "srun_args": self.srun_args})
+        if problems:
+            raise BadLauncherSetting(problems)
         gpus, tasks = p.get("gpus_per_node"), p.get("tasks_per_node") or 1
         if gpus and tasks != gpus:
             raise ValueError(f"hydra.launcher.tasks_per_node={tasks} but gpus_per_node={gpus}: midsweep runs one task "
@@ -171,3 +181,26 @@ class MidsweepSlurmLauncher(SlurmLauncher):
             error = RuntimeError(f"run {point.run_id} (SLURM job {job.job_id}) ended without a result: {first}; "
                                  f"log: {job.paths.stderr}")
             return common.returned(point, error, JobStatus.FAILED)
+
+
+
+class BadLauncherSetting(ConfigError, CompactHydraException):
+    """A launcher value that would break the job script (Hydra prints it without a traceback)."""
+
+
+def control_characters(params: dict, prefix: str = "hydra.launcher") -> list[Problem]:
+    """A Problem for each launcher value (outside ``_SHELL_KEYS``) holding a control character."""
+    problems = []
+    for key, value in params.items():
+        where = f"{prefix}.{key}"
+        if key in _SHELL_KEYS and prefix == "hydra.launcher":
+            continue
+        if isinstance(value, dict):
+            problems += control_characters({str(k): v for k, v in value.items()}, where)
+        elif isinstance(value, list):
+            problems += control_characters({str(i): v for i, v in enumerate(value)}, where)
+        elif isinstance(value, str) and _CONTROL.search(value):
+            problems.append(Problem(where, f"{value!r} holds a control character ({_CONTROL.search(value).group()!r}); "
+                                    "it becomes an #SBATCH line or an srun argument, which it would break",
+                                    "write it on one line (shell lines belong in hydra.launcher.setup)"))
+    return problems

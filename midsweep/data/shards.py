@@ -8,6 +8,7 @@ for one job is tokenized in parts by several (midsweep.data.parts) and written h
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -166,11 +167,24 @@ def prepare_domains(cfg: DataConfig, names: list[str] | None = None, seq_len: in
                if not (shard_path(n, cfg.domains[n], tokenizer, cfg.cache_dir) / "meta.json").exists()]
     if missing and not build:
         raise MissingShards(missing, resolve_cache_dir(str(cfg.cache_dir)))
-    domains = {n: prepare_domain(n, cfg.domains[n], tokenizer, cfg.cache_dir, num_proc) for n in names}
+    try:
+        domains = {n: prepare_domain(n, cfg.domains[n], tokenizer, cfg.cache_dir, num_proc) for n in names}
+    except OSError as err:
+        if err.errno not in _UNWRITABLE:
+            raise
+        root = resolve_cache_dir(str(cfg.cache_dir))
+        raise DataSourceError(
+            f"cannot write the shard cache {root} to tokenize domain(s) {', '.join(missing)} ({err.strerror}: "
+            f"{err.filename}). Fix: point MIDSWEEP_CACHE (data.cache_dir) at a directory you can write, or "
+            "tokenize where it is writable (`midsweep prepare`) and use that cache") from None
     if seq_len is not None:
         for d in domains.values():
             _require_a_sequence(d, cfg.domains[d.name], seq_len)
     return domains
+
+
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+"""Errors writing the cache that the user fixes (a read-only, foreign or full file system), not a bug."""
 
 
 def _require_a_sequence(domain: DomainData, source: SourceConfig, seq_len: int) -> None:

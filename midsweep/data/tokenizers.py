@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 from collections import deque
 from typing import Iterable, Iterator, Protocol, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -49,10 +51,8 @@ class HFTokenizer:
     """A ``transformers`` tokenizer; encodes without special tokens, and uses its EOS to end documents."""
 
     def __init__(self, name: str):
-        from transformers import AutoTokenizer  # lazy: importing transformers costs seconds
-
         try:
-            self.tok = AutoTokenizer.from_pretrained(name)
+            self.tok = _from_pretrained(name)
         except (OSError, ValueError) as e:
             why = (str(e).strip().splitlines() or [type(e).__name__])[0]  # one line: HF's messages run on
             raise TokenizerError(f"cannot load tokenizer {name!r} ({why}). Fix: set data.tokenizer to 'byte', a local "
@@ -73,6 +73,44 @@ class HFTokenizer:
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(map(int, ids)))
+
+
+HUB_PROBE_S = 5.0
+"""How long to wait for the hub's host to answer before a tokenizer missing from the HF cache is reported."""
+
+
+def _from_pretrained(name: str):
+    """The tokenizer from a local directory or the HF cache; the hub is asked only when it answers. Without
+    network, transformers would retry each file for about a minute, logging every retry, before failing."""
+    from transformers import AutoTokenizer  # lazy: importing transformers costs seconds
+
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        if os.path.isdir(name):
+            raise
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise OSError(f"it is not in the HF cache and {unreachable}")
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be asked (offline mode, no connection to its host), or None. Behind a proxy the host
+    is not probed (the proxy decides)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=HUB_PROBE_S).close()
+    except OSError as err:
+        return f"the hub ({url.hostname}) cannot be reached ({err})"
+    return None
 
 
 def load_tokenizer(name: str) -> Tokenizer:

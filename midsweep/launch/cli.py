@@ -29,7 +29,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     st.add_argument("--wide", action="store_true",
                     help="every column (also those constant across the runs shown), whole keys, uncut lines")
     st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
-                    help="refresh every SECONDS (default 30) until every run is done or failed (Ctrl-C stops)")
+                    help="refresh every SECONDS (default 30) until every run is done, failed or interrupted "
+                    "(Ctrl-C stops)")
     gc = sub.add_parser("gc", help="remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes) no pending run needs",
                         description=_plain(_gc.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     gc.add_argument("sweep_dir", type=Path, help="the sweep directory (train.out_dir)")
@@ -61,7 +62,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   file=sys.stderr if args.json else sys.stdout)
             for problem in unusable:
                 print(f"  - {problem}", file=sys.stderr if args.json else sys.stdout)
-        if not args.watch or all(r.state in ("done", "failed") for r in rows):
+        if not args.watch or all(r.state in ("done", "failed", "interrupted") for r in rows):
             return 0
         if not args.json:
             print(f"[{time.strftime('%H:%M:%S')}] refreshing every {args.watch:g}s; Ctrl-C stops", flush=True)

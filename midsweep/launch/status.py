@@ -1,4 +1,4 @@
-"""``midsweep status``: each run of a sweep directory as pending / running / requeued / done / failed.
+"""``midsweep status``: each run of a sweep directory as pending / running / requeued / interrupted / done / failed.
 
 Reads the run directories (status.json), the sweep manifest (which job runs which run) and SLURM
 (squeue, sacct). A job SLURM has ended while its status.json still says running or requeued (SIGKILL,
@@ -17,7 +17,7 @@ from midsweep import rundir, runfiles
 from midsweep.launch import manifest, progress, slurm_state
 from midsweep.sharing import store
 
-STATES = ("pending", "running", "requeued", "done", "failed")
+STATES = ("pending", "running", "requeued", "interrupted", "done", "failed")
 _RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 _REQUEUEING = {"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "STOPPED"}
 
@@ -95,6 +95,8 @@ def classify(files: RunFiles, run_dir: Path, job_id: Optional[str], entry: dict,
         return "done", None, train_log
     if s == "failed":
         return "failed", st.get("reason") or "failed", train_log or job_log
+    if s == "interrupted":  # stopped by Ctrl-C: whatever its job did after, it waits for a rerun
+        return "interrupted", st.get("reason"), train_log
     if job is None:  # no SLURM record (local launch, accounting off): trust the run directory
         if s in ("running", "requeued"):
             return s, f"at step {step}" if step is not None else None, train_log

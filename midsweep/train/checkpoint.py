@@ -7,6 +7,7 @@ skips it with a warning, so a kill at any moment leaves the previous one usable.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -17,6 +18,8 @@ import torch
 from midsweep import rundir
 
 log = logging.getLogger(__name__)
+FULL_BELOW = 1 << 20
+"""Bytes free under which a failed checkpoint write is put down to a full file system."""
 
 MODEL, OPTIMIZER, STATE = "model.pt", "optim.pt", "state.pt"
 
@@ -26,15 +29,28 @@ def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) ->
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(model, tmp / MODEL)
-    torch.save(optimizer, tmp / OPTIMIZER)
-    torch.save(state, tmp / STATE)
+    try:
+        torch.save(model, tmp / MODEL)
+        torch.save(optimizer, tmp / OPTIMIZER)
+        torch.save(state, tmp / STATE)
+    except BaseException as err:
+        _discard(tmp, err)
+        raise
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
     rundir.mark_complete(final, step)
     _fsync_dir(final.parent)
     return final
+
+
+def _discard(tmp: Path, err: BaseException) -> None:
+    """Remove a checkpoint whose write failed, freeing its space for the run's status; raise ENOSPC when the file
+    system was full (torch reports a full disk as ``RuntimeError: ... unexpected pos``, without the errno)."""
+    full = shutil.disk_usage(tmp).free < FULL_BELOW
+    shutil.rmtree(tmp, ignore_errors=True)
+    if full and not isinstance(err, OSError):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from err
 
 
 def load(path: Path, with_optimizer: bool = True) -> dict:

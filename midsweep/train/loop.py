@@ -8,7 +8,9 @@ preemption signal or a non-finite loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import shutil
 import sys
 import time
 
@@ -18,8 +20,9 @@ from omegaconf import OmegaConf
 
 from midsweep import rundir
 from midsweep.config import ConfigError, Problem, RunConfig
-from midsweep.data import load_tokenizer, prepare_domains
+from midsweep.data import DataSourceError, load_tokenizer, prepare_domains
 from midsweep.data.posttrain import PosttrainData
+from midsweep.data.tokenizers import TokenizerError
 from midsweep.data.sampler import MixtureSampler
 from midsweep.model import build_model, count_params, flops_per_token
 from midsweep.schedules import LRSchedule, MixtureSchedule
@@ -104,12 +107,13 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         rec.summary(out)
         return out
 
-    def failed(reason: str) -> None:
-        rec.status("failed", step, reason)
+    def failed(reason: str, status: str = "failed") -> None:  # or "interrupted": Ctrl-C, no checkpoint
         try:
-            summary("failed", reason)
-        except Exception:  # the status says why it failed; an unwritable summary must not replace that error
-            log.exception("could not write the summary of failed run %s", run_dir)
+            rec.status(status, step, reason)
+            summary(status, reason)
+        except Exception as err:  # e.g. a full disk: the error that ended the run must not be replaced by this one
+            log.error("could not record the end of run %s (%s: %s): %s: %s", run_dir, status, reason,
+                      type(err).__name__, err)
 
     writer = CheckpointWriter()
 
@@ -203,6 +207,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         # remembered on the device as its step (``total``: none yet) and raised at the next check.
         first_bad = torch.full((), total, dtype=torch.long, device=accelerator.device)
         last_check, last_row = step, (step, wall)
+        if interrupt is not None:
+            interrupt.arm()
         while step < total:
             t0 = time.perf_counter()
             lr = lr_at(step)
@@ -266,7 +272,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                 if not (periodic or step in checkpointed):
                     save()
                 writer.wait()
-                rec.status("requeued", step, "stopped by a preemption/timeout signal; resumes from this step")
+                rec.status(*interrupt.stop_status(step))
                 stopped = True
                 break
         writer.wait()
@@ -274,13 +280,24 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         failed(f"{err}. Fix: lower optim.lr, lengthen optim.warmup or use train.precision=fp32; "
                "metrics up to this step are kept")
         raise
-    except (DataChanged, rundir.CorruptCheckpoint) as err:  # their message names the fix: rerunning does not
+    # the user's to fix, as the message says: rerunning as is does not help
+    except (DataChanged, rundir.CorruptCheckpoint, ConfigError, DataSourceError, TokenizerError) as err:
         failed(str(err))
         raise
-    except BaseException as err:
-        failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
-               + "; rerunning the same command resumes from the last checkpoint")
+    except KeyboardInterrupt:  # Ctrl-C in set-up, or twice: stopped now, the steps since the last checkpoint are lost
+        last = rundir.latest_checkpoint(run_dir)
+        failed(f"stopped by Ctrl-C at step {step}, before its next checkpoint; rerunning the same command resumes "
+               + (f"from its checkpoint of step {last}" if last is not None else "from the start"), "interrupted")
         raise
+    except BaseException as err:
+        writer.wait(raise_error=False)  # a checkpoint in flight is complete or removed: on a full disk, space to record
+        full = _disk_full(err, run_dir)
+        if full is None:
+            failed(f"{type(err).__name__}: {err}".splitlines()[0][:300]
+                   + "; rerunning the same command resumes from the last checkpoint")
+            raise
+        failed(str(full))
+        raise full from err
     finally:
         writer.wait(raise_error=False)
         if progress is not None:
@@ -288,12 +305,30 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         if track is not None:
             track.close(sys.exc_info()[1])
     if stopped:
-        out = summary("requeued")
+        out = summary(interrupt.stop_status(step)[0])
         interrupt.checkpointed()  # hands over to the scheduler (submitit requeues the job and exits)
         return out
     out = summary("done")
     rec.status("done", step)
     return out
+
+
+def _disk_full(err: BaseException, run_dir) -> rundir.DiskFull | None:
+    """A DiskFull naming the file system and the fix if ``err`` (or an error that caused it) is ENOSPC/EDQUOT."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            break
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    else:
+        return None
+    where, free = err.filename or run_dir, shutil.disk_usage(run_dir).free >> 20
+    last = rundir.latest_checkpoint(run_dir)
+    return rundir.DiskFull(
+        f"the disk is full: {err.strerror} writing {where} ({free} MiB free now). Fix: free space there (or set "
+        "train.out_dir elsewhere) and rerun the same command: finished runs are skipped and this one resumes from "
+        + (f"its checkpoint of step {last}" if last is not None else "the start"))
 
 
 def _check_same_data(trained: dict, now: dict, step: int, run_dir, prefix: dict | None) -> None:

@@ -10,9 +10,11 @@ coordinates its command line sets (``weight=0.2 introduce_at=0.3 [b18a28]``; its
 TensorBoard's hyperparameters carry that name with every coordinate.
 
 A resumed run sends only steps after its checkpoint, so no row is sent twice: TensorBoard hides the events a
-killed attempt wrote after the checkpoint (``purge_step``); the W&B run id is the midsweep run id with
-``resume="allow"``, so a requeued run continues the same W&B run, and steps W&B already holds (logged by a
-killed attempt after its last checkpoint) are not sent again. A tracker that holds nothing of the run yet (a
+killed attempt wrote after the checkpoint (``purge_step``); the W&B run id is the run directory's (``wandb_id``:
+the midsweep run id and a nonce drawn when the directory first tracks with W&B) with ``resume="allow"``, so a
+requeued or resumed run continues the same W&B run, and steps W&B already holds (logged by a killed attempt
+after its last checkpoint) are not sent again, while the same config trained in another ``train.out_dir``, or
+again after its run directory was deleted, starts a W&B run of its own. A tracker that holds nothing of the run yet (a
 run forked from a shared prefix, or a run whose tracker was switched on when it resumed) first gets the rows the
 run's records hold up to its resume step.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Optional
@@ -37,6 +40,8 @@ TENSORBOARD_DIR = "tensorboard"
 """TensorBoard event files of a run: ``<run_dir>/tensorboard/steps`` and ``.../tokens``."""
 WANDB_DIR = "wandb"
 """W&B's files of a run (``<run_dir>/wandb/offline-run-*`` in offline mode)."""
+WANDB_ID = "midsweep_id"
+"""``<run_dir>/wandb/midsweep_id``: the run directory's W&B run id (``wandb_id``)."""
 _TRAIN_KEYS = ("loss", "lr", "grad_norm", "tok_per_s")
 
 
@@ -112,11 +117,11 @@ class Tracking:
             tokens = cls("tokens", tb, purge_step=(self.resumed + 1) * self.tps, **kwargs)
             self.trackers = [(steps, "step"), (tokens, "tokens")]
         elif name == "wandb":
-            earlier = list((run_dir / WANDB_DIR).glob(f"offline-run-*-{run_id}"))
-            init = {"id": run_id, "resume": "allow", "name": self.label, "group": Path(run.train.out_dir).name,
+            wb_id = wandb_id(run_dir, run_id)
+            earlier = list((run_dir / WANDB_DIR).glob(f"offline-run-*-{wb_id}"))
+            init = {"id": wb_id, "resume": "allow", "name": self.label, "group": Path(run.train.out_dir).name,
                     "job_type": run.name, "dir": str(run_dir), "entity": cfg.entity, "mode": cfg.mode,
                     "tags": list(cfg.tags) or None, "config": dataclasses.asdict(run)}
-            (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
             self.trackers = [(cls(cfg.project, **(init | kwargs)), "step")]
         else:
             init = {"logging_dir": str(run_dir / name)} if cls.requires_logging_directory else {}
@@ -173,6 +178,20 @@ class Tracking:
                 tracker.log({**values, "tokens": tokens}, step=step)
             else:
                 tracker.log(values, step=tokens)
+
+
+def wandb_id(run_dir: Path, run_id: str) -> str:
+    """The W&B run id of ``run_dir``: ``<run_id>-<nonce>``, drawn once and kept in WANDB_ID. One per run directory:
+    W&B resumes a run by its id and drops every step at or below the last it holds, so a second directory of the
+    same run id (another train.out_dir, or the run trained again after runs/ was deleted) must not share it."""
+    path = Path(run_dir) / WANDB_DIR / WANDB_ID
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    new = f"{run_id}-{secrets.token_hex(4)}"
+    rundir.atomic_write_text(path, new + "\n")  # rank 0, holding the run lock: no other writer
+    return new
 
 
 def _scalar(value):
