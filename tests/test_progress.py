@@ -62,6 +62,21 @@ def test_train_log_has_a_progress_line_every_log_every_steps(grid):
         assert [int(s) for s in lines] == [s for s in STEPS if s > forked_at(run)]
 
 
+def test_tensorboard_lists_the_runs_by_what_they_vary(grid):
+    """``tensorboard --logdir <out_dir>/tensorboard`` names each run by its coordinates, not its 12-character id."""
+    from tensorboard.backend.event_processing.io_wrapper import GetLogdirSubdirectories
+
+    sweep, _ = grid
+    logdir = sweep / "tensorboard"
+    found = {Path(d).relative_to(logdir).as_posix() for d in GetLogdirSubdirectories(str(logdir))}
+    ids = {run.name for run in rundir.run_dirs(sweep)}
+    by_weight = sorted(ids, key=lambda r: (rundir.read_summary(sweep / r) or {})["coords"]["mixture.weight"])
+    names = [f"weight={w} [{rid[:6]}]" for w, rid in zip(("0.2", "0.5"), by_weight)]
+    assert {f"{n}/{axis}" for n in names for axis in ("steps", "tokens")} <= found
+    assert {d.split("/")[0] for d in found} == set(names)  # (accelerate writes hyperparameters one folder down)
+    assert not rundir.strays(sweep)  # the folder of names is no run, and no problem
+
+
 @pytest.mark.parametrize("forked", [False, True])
 def test_tensorboard_events_hold_every_loss_against_steps_and_tokens(grid, forked):
     """A fork's events include its prefix's rows, which another run trained."""

@@ -6,8 +6,10 @@ its optimizer step, with ``tokens`` alongside: W&B plots ``train/*`` and ``eval/
 (``define_metric``), TensorBoard gets a second event directory ``tokens/`` whose step is the token count, and
 the other trackers log ``tokens`` as a metric. Besides the losses, every row holds the study's variables: each
 domain's mixture weight (``mixture/<domain>``) and the phase (``train/phase``). The W&B run is named by the
-coordinates its command line sets (``weight=0.2 introduce_at=0.3 [b18a28]``; its id stays the run id), and
-TensorBoard's hyperparameters carry that name with every coordinate.
+coordinates its command line sets (``weight=0.2 introduce_at=0.3 [b18a28]``; its id stays the run id). TensorBoard
+names a run by its path under ``--logdir``: ``<train.out_dir>/tensorboard/<that name>`` is a link to the run's
+events, so ``tensorboard --logdir <train.out_dir>/tensorboard`` lists the runs by what they vary (the run
+directory, keyed by the run id, stays where resuming finds it); its hyperparameters carry every coordinate.
 
 A resumed run sends only steps after its checkpoint, so no row is sent twice: TensorBoard hides the events a
 killed attempt wrote after the checkpoint (``purge_step``); the W&B run id is the run directory's (``wandb_id``:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import secrets
 import time
 from pathlib import Path
@@ -37,7 +40,8 @@ from midsweep.train.results import RunRecorder
 log = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
-"""TensorBoard event files of a run: ``<run_dir>/tensorboard/steps`` and ``.../tokens``."""
+"""TensorBoard event files of a run: ``<run_dir>/tensorboard/steps`` and ``.../tokens``; also the folder of
+readable links to them, ``<train.out_dir>/tensorboard/<run label>``."""
 WANDB_DIR = "wandb"
 """W&B's files of a run (``<run_dir>/wandb/offline-run-*`` in offline mode)."""
 WANDB_ID = "midsweep_id"
@@ -116,6 +120,7 @@ class Tracking:
             steps = cls("steps", tb, purge_step=self.resumed + 1, **kwargs)
             tokens = cls("tokens", tb, purge_step=(self.resumed + 1) * self.tps, **kwargs)
             self.trackers = [(steps, "step"), (tokens, "tokens")]
+            _link(Path(run.train.out_dir).absolute() / TENSORBOARD_DIR / self.label.replace("/", "_"), tb)
         elif name == "wandb":
             wb_id = wandb_id(run_dir, run_id)
             earlier = list((run_dir / WANDB_DIR).glob(f"offline-run-*-{wb_id}"))
@@ -201,3 +206,15 @@ def _scalar(value):
 
 def _duration(seconds: Optional[float]) -> str:
     return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+
+
+def _link(name: Path, target: Path) -> None:
+    """``name`` -> ``target`` (relative, so a moved results tree keeps its links); an existing link is left."""
+    name.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        name.symlink_to(os.path.relpath(target, name.parent), target_is_directory=True)
+    except FileExistsError:
+        pass
+    except OSError as err:  # a file system without links: the events are still in the run directory
+        log.warning("no readable TensorBoard name for %s (%s)", target.parent.name, err)
+
