@@ -98,7 +98,10 @@ def test_ctrl_c_twice_in_a_sweep_stops_it_at_once_in_one_line(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
     (run,) = rundir.run_dirs(tmp_path)  # the sweep stopped: the second point never started
     status = rundir.read_status(run)
-    assert status["status"] == "interrupted" and "before its next checkpoint" in status["reason"]
+    # the second Ctrl-C stops before the next checkpoint; on a busy machine the first may already have been
+    # acted on at a check (a checkpoint, then the same stop): either way the run says which, and the sweep ends
+    assert status["status"] == "interrupted"
+    assert "before its next checkpoint" in status["reason"] or "rerunning the same command resumes" in status["reason"]
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("midsweep-train:")]
     assert line.endswith(status["reason"])
 
