@@ -171,3 +171,65 @@ def test_a_posttrain_seed_and_after_sweep_forks_and_equals_the_runs_from_scratch
         assert summary["prefix"]["step"] == run.posttrain_start == {"seed": 20, "after": 10}[name]
         assert summary["steps"] == run.posttrain_start + run.posttrain_steps
         assert rundir.read_summary(alone)["prefix"] is None
+
+
+# posttrain.epochs: passes over the target's training split, the step count derived from its prepared shards
+EPOCHS = (*BASE[:-1], "posttrain.tokens=null", "posttrain.epochs=2", "posttrain.packing=false",
+          "posttrain.global_batch=8", "data.domains.target.max_documents=440")
+
+
+@pytest.mark.parametrize("overrides,key,fix", [
+    ({"epochs": 2}, "posttrain.epochs", "posttrain.tokens=null"),
+    ({"epochs": 0, "tokens": None}, "posttrain.epochs", "e.g. 4"),
+    ({"tokens": None}, "posttrain.tokens", "posttrain.epochs"),
+])
+def test_a_wrong_epochs_value_names_its_key_and_fix(overrides, key, fix):
+    with pytest.raises(ConfigError) as err:
+        post_run(**overrides)
+    assert [p.key for p in err.value.problems] == [key] and fix in str(err.value)
+
+
+def test_the_run_id_changes_with_posttrain_epochs_and_not_with_the_split_size():
+    two, three = compose(*EPOCHS), compose(*EPOCHS, "posttrain.epochs=3")
+    assert len({two.run_id(), three.run_id(), compose(*BASE).run_id()}) == 3
+    assert two.with_posttrain_items(5).run_id() == two.run_id()  # a fact of the data, named by data.domains
+
+
+def test_without_prepared_shards_a_preview_says_the_posttrain_steps_are_unknown_and_a_launch_names_prepare(
+        tmp_path):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from midsweep.config import to_run_config
+    from midsweep.launch.preview import Throughput, preview
+    from midsweep.launch.sweep import InvalidSweep, preflight
+
+    grid = [[*EPOCHS, f"data.cache_dir={tmp_path}", f"train.out_dir={tmp_path / 'runs'}", f"posttrain.seed={s}"]
+            for s in (0, 1)]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        task = lambda o: hydra_compose("config", overrides=o)  # noqa: E731
+        with pytest.raises(InvalidSweep) as err:
+            preflight(grid, task, to_run_config)
+        assert "posttrain.epochs" in str(err.value) and "`midsweep prepare`" in str(err.value)
+        shown = preview(preflight(grid, task, to_run_config, preview=True), Throughput())
+        assert "post-training steps unknown until `midsweep prepare` for 2 run(s) (#0, #1)" in shown
+        run = to_run_config(task(grid[0]))
+        meta = prepare_domains(run.data, ["target"], seq_len=run.model.seq_len)["target"].meta["train"]
+        points = preflight(grid, task, to_run_config)  # now read from the shards' meta.json
+    assert meta["documents"] == 40 and points[0].run.posttrain_steps == 2 * 40 // 8
+    assert "post-training steps unknown" not in preview(points, Throughput())
+
+
+@pytest.mark.slow
+def test_two_epochs_train_the_derived_steps_and_see_every_example_once_per_epoch(tmp_path):
+    """40 training examples of the target (440 documents, 400 held out), 8 per step, 2 epochs: 10 steps."""
+    train_cli(*EPOCHS, f"train.out_dir={tmp_path}")
+    run = compose(*EPOCHS, f"train.out_dir={tmp_path}")
+    split = prepare_domains(run.data, ["target"], seq_len=run.model.seq_len)["target"].train
+    assert split.num_documents == 40
+    summary = rundir.read_summary(run.run_dir())
+    assert summary["status"] == "done" and summary["steps"] == run.main_steps + 10
+    post = PosttrainData(split, "target", run.model.seq_len, seed=run.posttrain_seed, batch=8, start=20, first=0,
+                         packing=False, eos_id=load_tokenizer(run.data.tokenizer).eos_id)
+    seen = [i for step in range(20, 30) for i in post.items(step)]
+    assert sorted(seen[:40]) == sorted(seen[40:]) == list(range(40))  # each epoch: every example once
+    assert summary["tokens_by_domain"] == {"general": 20 * 8 * 64, "target": 80 * 64}  # 80 examples, 1 a row

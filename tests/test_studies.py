@@ -6,6 +6,7 @@ import re
 
 import pytest
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from runner import REPO, train_cli
 from midsweep.config import to_run_config
@@ -125,6 +126,12 @@ def test_paper_profile_is_the_papers_setting():
     assert (run.train.global_batch, run.model.seq_len, run.main_steps) == (1024, 2048, 61035)  # 128B tokens
     assert run.optim.horizon_tokens() == 2 * run.train.tokens  # the paper's fixed cosine outlasts the run
     assert run.data.domains["general"].name == "allenai/c4"
+    p = run.posttrain  # the paper's SFT: 4 epochs of 64 padded examples with a fresh AdamW
+    assert (p.epochs, p.tokens, p.global_batch, p.optimizer, p.packing) == (4, None, 64, "fresh", False)
+    axes = OmegaConf.load(REPO / "conf/study/plasticity_window/paper.yaml").hydra.sweeper.params
+    assert axes["posttrain.seed"] == "0,1,2,3,4" and len(axes["posttrain.lr"].split(",")) > 1
+    after = [float(a) for a in axes["posttrain.after"].split(",")]
+    assert [round(a * run.main_steps) for a in after] == [10_000, 20_000, 30_000, 40_000, 50_000, 61_035]
     reuse = run_config("sweep=model_reuse", "profile=paper", "mixture.introduce_at=8589934592")
     assert (reuse.model.size, reuse.model.arch) == ("1b", "llama")
     rewarm = run_config("sweep=rewarm", "profile=paper")

@@ -30,7 +30,8 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     tic = time.perf_counter()
     composer = PointComposer(launcher.hydra_context.config_loader, launcher.config)
     points = preflight(job_overrides, composer.task_config, load_function(launcher.opts["run_config"]),
-                       skip_done=launcher.opts.get("skip_done", True), initial_index=initial_job_idx)
+                       skip_done=launcher.opts.get("skip_done", True), initial_index=initial_job_idx,
+                       preview=bool(launcher.opts.get("preview")))
     todo = sum(p.submit for p in points)
     log.info(f"validated {len(points)} grid point(s) in {time.perf_counter() - tic:.2f}s: "
              f"{todo} to launch, {len(points) - todo} skipped")

@@ -15,8 +15,12 @@ class PosttrainConfig:
     """Run a post-training phase after pretraining and midtraining."""
     domain: str = "target"
     """Domain to fine-tune on (prompt/response data has its prompts masked when ``mask_prompt``)."""
-    tokens: int = 131_072
-    """Post-training tokens (a multiple of the tokens per post-training step)."""
+    tokens: Optional[int] = 131_072
+    """Post-training tokens (a multiple of the tokens per post-training step); null with ``epochs``."""
+    epochs: Optional[float] = None
+    """Passes over the post-training domain's training split instead of ``tokens`` (set ``tokens`` to null): the
+    step count is derived from the prepared split (its sequences with ``packing``, else its examples), rounded
+    up to whole steps; a preview without prepared shards says it is unknown until ``midsweep prepare``."""
     lr: float = 3e-4
     """Peak learning rate of the post-training schedule (linear warmup, then cosine to ``min_lr_ratio``)."""
     warmup: float = 0.05
@@ -48,7 +52,15 @@ class PosttrainConfig:
                 "add posttrain=target, or leave posttrain.after at 1.0")
         if not self.enabled:
             return out
-        require(out, self.tokens > 0, f"{prefix}.tokens", "not positive", "use a positive token count")
+        if self.epochs is None:
+            require(out, self.tokens is not None and self.tokens > 0, f"{prefix}.tokens",
+                    f"{self.tokens} is not a positive token count", "use a positive token count, or set "
+                    f"{prefix}.epochs (passes over the split) instead")
+        else:
+            require(out, self.tokens is None, f"{prefix}.epochs", f"set together with {prefix}.tokens (one or the "
+                    "other)", f"set {prefix}.tokens=null to train for epochs, or drop {prefix}.epochs")
+            require(out, self.epochs > 0, f"{prefix}.epochs", f"{self.epochs} is not positive",
+                    "use a positive number of passes over the split, e.g. 4")
         require(out, self.lr > 0, f"{prefix}.lr", "not positive", "use a positive LR, e.g. 3e-4")
         require(out, 0 <= self.warmup < 1, f"{prefix}.warmup", f"{self.warmup} is outside [0, 1)", "use e.g. 0.05")
         require(out, 0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", "outside [0, 1]", "use e.g. 0.1")

@@ -1,6 +1,7 @@
 """The root config of one run: every group, cross-group checks, the run id and the run's plan."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -65,6 +66,12 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     """Experiment tracker (TensorBoard, W&B...) the run also reports to (group ``logger``); not part of the run id."""
 
+    # Not a field (no annotation): a fact of the prepared data, not of the config, so neither the run id nor the
+    # config files hold it. Set by ``with_posttrain_items`` (midsweep.data.posttrain.resolve_epochs).
+    posttrain_items = None
+    """Items of one pass over the post-training split (sequences with ``posttrain.packing``, else examples), read
+    with ``posttrain.epochs`` only; None until the split is known."""
+
     # ------------------------------------------------------------------ derived quantities
     @property
     def tokens_per_step(self) -> int:
@@ -93,9 +100,25 @@ class RunConfig:
         return int(round(self.posttrain.after * self.main_steps))
 
     @property
+    def posttrain_known(self) -> bool:
+        """The post-training step count is known: set by tokens, or by epochs of a split whose size is known."""
+        return not self.posttrain.enabled or self.posttrain.epochs is None or self.posttrain_items is not None
+
+    @property
     def posttrain_steps(self) -> int:
-        tokens = self.posttrain_batch * self.model.seq_len
-        return self.posttrain.tokens // tokens if self.posttrain.enabled else 0
+        """Post-training steps: ``posttrain.tokens`` in steps, or ``posttrain.epochs`` passes over the split rounded
+        up to whole steps (0 while the split's size is unknown: ``posttrain_known`` says so)."""
+        if not self.posttrain_known or not self.posttrain.enabled:
+            return 0
+        if self.posttrain.epochs is None:
+            return self.posttrain.tokens // (self.posttrain_batch * self.model.seq_len)
+        return math.ceil(self.posttrain.epochs * self.posttrain_items / self.posttrain_batch - 1e-9)
+
+    def with_posttrain_items(self, items: int) -> "RunConfig":
+        """A copy of this run whose post-training split holds ``items`` (see ``posttrain_items``)."""
+        run = copy.copy(self)
+        run.posttrain_items = items
+        return run
 
     @property
     def total_steps(self) -> int:
@@ -154,8 +177,9 @@ class RunConfig:
                     "model.hf_name_or_path to a hub checkpoint), or switch later (mixture.introduce_at)")
         if self.posttrain.enabled:
             ptps = self.posttrain_batch * self.model.seq_len
-            require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({ptps} tokens)",
-                    f"use at least {ptps} tokens")
+            if self.posttrain.epochs is None:
+                require(out, self.posttrain_steps >= 1, "posttrain.tokens", f"less than one step ({ptps} tokens)",
+                        f"use at least {ptps} tokens")
             require(out, self.posttrain_batch % self.train.micro_batch == 0, "posttrain.global_batch",
                     f"{self.posttrain_batch} sequences do not split into micro-batches of {self.train.micro_batch}",
                     "use a multiple of train.micro_batch")

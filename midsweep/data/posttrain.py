@@ -8,8 +8,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from midsweep.config import RunConfig
 from midsweep.data.sampler import EpochOrder
-from midsweep.data.shards import TokenSplit
+from midsweep.data.shards import TokenSplit, cached_train_counts
+
+
+def epoch_items(tokens: int, documents: int, seq_len: int, packing: bool) -> int:
+    """Items of one pass over a split of ``tokens`` tokens and ``documents`` examples: its sequences of
+    ``seq_len`` with packing (TokenSplit.num_sequences), else its examples."""
+    return max(0, (tokens - 1) // seq_len) if packing else documents
+
+
+def resolve_epochs(run: RunConfig, counts: dict | None = None) -> RunConfig:
+    """``run`` with its post-training split's size, so that ``posttrain.epochs`` gives a step count. ``counts``:
+    the split's {"tokens", "documents"} (a DomainData's ``meta["train"]``); without them, those of its shards'
+    meta.json if they are prepared (nothing is loaded: previews work offline), else ``run`` unchanged
+    (``run.posttrain_known`` stays False)."""
+    if not run.posttrain.enabled or run.posttrain.epochs is None:
+        return run
+    counts = counts or cached_train_counts(run.data).get(run.posttrain.domain)
+    if counts is None:
+        return run
+    return run.with_posttrain_items(epoch_items(counts["tokens"], counts["documents"], run.model.seq_len,
+                                                run.posttrain.packing))
 
 
 class PosttrainData:

@@ -201,10 +201,16 @@ def _require_a_sequence(domain: DomainData, source: SourceConfig, seq_len: int) 
 
 
 def cached_train_tokens(cfg: DataConfig) -> dict[str, int | None]:
-    """Domain -> training-split tokens of its shards if they are in the cache (None if not), found by the
-    fingerprint inputs in their meta.json: no tokenizer is loaded, so previews work offline."""
+    """Domain -> training-split tokens of its shards if they are in the cache (None if not)."""
+    return {name: counts and counts["tokens"] for name, counts in cached_train_counts(cfg).items()}
+
+
+def cached_train_counts(cfg: DataConfig) -> dict[str, dict | None]:
+    """Domain -> the training split's counts in its shards' meta.json ({"tokens", "documents", ...}) if they are
+    in the cache (None if not), found by their fingerprint inputs: no tokenizer is loaded, so previews work
+    offline."""
     root = resolve_cache_dir(str(cfg.cache_dir)) / "shards"
-    out: dict[str, int | None] = {}
+    out: dict[str, dict | None] = {}
     for name, source in cfg.domains.items():
         want = json.loads(json.dumps(fingerprint_inputs(source, name), default=str))
         out[name] = None
@@ -214,7 +220,7 @@ def cached_train_tokens(cfg: DataConfig) -> dict[str, int | None]:
                 inputs = meta["fingerprint_inputs"]
                 if (inputs["data"] == want and inputs["tokenizer"]["name"] == cfg.tokenizer
                         and inputs["preprocess_version"] == PREPROCESS_VERSION):
-                    out[name] = meta["train"]["tokens"]
+                    out[name] = meta["train"]
                     break
             except (OSError, ValueError, KeyError):  # a shard being written or from another version
                 continue

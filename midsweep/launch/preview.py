@@ -42,6 +42,18 @@ def duplicates_line(points: list[Point]) -> str:
             f"({shown}), run once; hydra.launcher.list_duplicates=true lists them")
 
 
+def unknown_posttrain_line(runs: dict[int, RunConfig]) -> list[str]:
+    """The runs whose post-training step count is unknown (``posttrain.epochs`` of a split not prepared)."""
+    unknown = sorted(i for i, run in runs.items() if not run.posttrain_known)
+    if not unknown:
+        return []
+    domains = sorted({runs[i].posttrain.domain for i in unknown})
+    shown = ", ".join(f"#{i}" for i in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+    return [f"post-training steps unknown until `midsweep prepare` for {len(unknown)} run(s) ({shown}): "
+            f"posttrain.epochs counts passes over the training split of {', '.join(domains)}, not prepared yet; "
+            "the tokens, FLOPs and GPU-hours above leave their post-training out"]
+
+
 def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "",
             sharing: Optional[SweepPlan] = None, list_duplicates: bool = False) -> str:
     """A table of every point (duplicates in one line unless ``list_duplicates``) and the totals of the points
@@ -78,6 +90,7 @@ def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, 
                  f"{len(sharing.plan.forks)} run(s) fork from a shared prefix (column 'forks from': point @ step)"]
     # a launcher's run_config may return another type (it needs only run_id/run_dir/plan): no epochs to report
     runs = {p.index: p.run for p in todo if isinstance(p.run, RunConfig)}
+    rows += unknown_posttrain_line(runs)
     rows += epochs.report(runs)
     rows += cache_plan.report(list(runs.values()))
     rows.append("preview only: nothing was submitted (drop hydra.launcher.preview=true to launch)")

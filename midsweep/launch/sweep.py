@@ -14,7 +14,9 @@ from hydra.errors import CompactHydraException, HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from midsweep import rundir
+from midsweep.config import RunConfig
 from midsweep.config.errors import ConfigError, Problem
+from midsweep.data.posttrain import resolve_epochs
 from midsweep.launch.compose import OverrideProblems
 
 NEW, DONE, RESUME, RERUN, DUPLICATE = "new", "done", "resume", "rerun", "duplicate"
@@ -90,9 +92,18 @@ def action_for(run_dir: Path) -> tuple[str, str]:
     return RERUN, f"was {state} without a checkpoint"
 
 
+def unknown_split(run: RunConfig) -> Problem:
+    """Why a run post-trained for ``posttrain.epochs`` has no step count yet."""
+    return Problem("posttrain.epochs", f"counts passes over the training split of domain {run.posttrain.domain!r}, "
+                   "whose shards are not prepared: the post-training step count is unknown",
+                   "run `midsweep prepare` with the same overrides first (add --slurm slurm_cpu for a CPU job)")
+
+
 def preflight(job_overrides: Sequence[Sequence[str]], task_config: Callable, to_run_config: Callable,
-              skip_done: bool = True, initial_index: int = 0) -> list[Point]:
-    """Validate every point (raising InvalidSweep listing all invalid ones) and decide each point's action."""
+              skip_done: bool = True, initial_index: int = 0, preview: bool = False) -> list[Point]:
+    """Validate every point (raising InvalidSweep listing all invalid ones) and decide each point's action. A run
+    post-trained for ``posttrain.epochs`` reads its split's size from the prepared shards: without them only a
+    ``preview`` goes on (it says the step count is unknown)."""
     points: list[Point] = []
     invalid: list[tuple[list[str], list[Problem]]] = []
     seen: dict[str, int] = {}
@@ -106,6 +117,8 @@ def preflight(job_overrides: Sequence[Sequence[str]], task_config: Callable, to_
         except (ConfigError, OmegaConfBaseException, HydraException) as e:  # collected, then raised at once
             invalid.append((overrides, _problems(e)))
             continue
+        if isinstance(run, RunConfig):  # a launcher's run_config may return another type
+            run = resolve_epochs(run)
         run_id, run_dir = run.run_id(), Path(os.path.abspath(run.run_dir()))
         if run_id in seen:
             action, reason = DUPLICATE, f"same run as point #{seen[run_id]}"
@@ -114,7 +127,10 @@ def preflight(job_overrides: Sequence[Sequence[str]], task_config: Callable, to_
             action, reason = action_for(run_dir)
             if action == DONE and not skip_done:
                 action, reason = RERUN, "finished before; skip_done=false"
-        points.append(Point(initial_index + i, overrides, run_id, run_dir, action, reason, run))
+        point = Point(initial_index + i, overrides, run_id, run_dir, action, reason, run)
+        if point.submit and not preview and not getattr(run, "posttrain_known", True):
+            invalid.append((overrides, [unknown_split(run)]))
+        points.append(point)
     if invalid:
         raise InvalidSweep(invalid, len(job_overrides))
     return points

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from midsweep import rundir
 from midsweep.config import ConfigError, Problem, RunConfig
 from midsweep.data import DataSourceError, load_tokenizer, prepare_domains
-from midsweep.data.posttrain import PosttrainData
+from midsweep.data.posttrain import PosttrainData, resolve_epochs
 from midsweep.data.tokenizers import TokenizerError
 from midsweep.data.sampler import MixtureSampler
 from midsweep.model import build_model, count_params, flops_per_token
@@ -138,11 +138,13 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
 
         # ---- data, schedules, model, optimizer
         schedule = MixtureSchedule(run)
-        lr_at = LRSchedule(run, schedule)
         # Never tokenize behind a distributed barrier (it would time out): a multi-rank job with missing shards
         # fails at once naming `midsweep prepare`; a single process builds them (file-locked against other runs).
         data = prepare_domains(run.data, sorted(set(run.eval_domains()) | set(schedule.domains)), seq_len=L,
                                build=world == 1)
+        if run.posttrain.enabled:  # posttrain.epochs: the step count of the prepared split (closures read this run)
+            run = resolve_epochs(run, data[run.posttrain.domain].meta["train"])
+        lr_at = LRSchedule(run, schedule)
         content = {d: data[d].content for d in sorted(data)}
         sampler = MixtureSampler(schedule, {d: data[d].train.num_sequences(L) for d in schedule.domains},
                                  run.train.seed, run.train.global_batch)
