@@ -7,7 +7,6 @@ and the rest of the sweep is analysed.
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor

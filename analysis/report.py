@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from . import columns as C
-from .load import CONTRACT_VERSION
 from .provenance import provenance
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}

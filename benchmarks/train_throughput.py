@@ -116,7 +116,7 @@ def saved_activation_bytes(fn) -> int:
 
 def loop_seconds_per_step(run_args: list[str], run, steps: tuple[int, int], device: str) -> dict:
     tps = run.tokens_per_step
-    walls, elapsed, rss = {}, {}, {}
+    walls, elapsed = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in steps:
             cmd = [sys.executable, "-m", "midsweep.train", *run_args, f"train.tokens={n * tps}",
