@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export MIDSWEEP_CACHE ?= $(CURDIR)/.cache/midsweep
 DEMO_DIR ?= runs/tiny
 
-.PHONY: install demo test test-fast benchmarks clean
+.PHONY: install demo lint test test-fast benchmarks clean
 
 install: $(VENV)/.installed
 
@@ -28,12 +28,15 @@ demo: install
 
 # The SLURM tests run where root and apt are available (they start a real local cluster); elsewhere
 # pytest skips them and says why in its summary.
-test: install
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
 	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 		echo "NOTE: not root or no apt-get: the SLURM tests (marker 'slurm') will be skipped"; fi
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: lint
 	$(BIN)/python -m pytest -m "not slow and not slurm"
 
 benchmarks: install

@@ -95,7 +95,8 @@ def analyze(args: argparse.Namespace) -> dict:
         if grid[metric].notna().any():
             t = heatmaps.heatmap_table(runs, metric, coords)
             table_file(t, f"heatmap_{metric}")
-            add(Section(f"Heatmap: {C.METRIC_LABELS[metric]}", "Cells: the seed mean (± seed std where more than one seed is done); "
+            add(Section(f"Heatmap: {C.METRIC_LABELS[metric]}",
+                        "Cells: the seed mean (± seed std where more than one seed is done); "
                         "outlined: best cell; hatched: no result, with the reason."),
                 heatmaps.draw_heatmaps(t, figs_dir, formats=args.formats))
         else:

@@ -291,7 +291,7 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     for r, row in rows.items():
         # One colour scale per row (per domain): losses of different domains are not comparable.
         norm, cmap = style.scale_for(pd.concat([cells["mean"] for _, _, cells in row]).tolist(), diverging)
-        for c, title, cells in row:
+        for c, _, cells in row:
             ax = axes[r, c]
             ax.set_visible(True)
             im = draw_panel(ax, cells, norm, cmap, xticks=lowest[c] == r, yticks=first[r] == c)

@@ -250,7 +250,7 @@ def upsample_sweep(sweep_dir, templates: dict, fractions, seeds=(0,), base=None,
     for seed in seeds:
         rng = np.random.default_rng(seed)
 
-        def losses(f):
+        def losses(f, rng=rng):
             return {C.GENERAL: 3.0 + 0.3 * f ** 2, **{d: 2.5 - 0.8 * f + rng.normal(0, 0.01) for d in up}}
 
         if baseline:

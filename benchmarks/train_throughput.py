@@ -174,7 +174,7 @@ def cadence_costs(run, vocab: int, device: str, precision: str) -> dict:
         stalls = []
         for step in range(1, 4):
             writer.wait()  # the previous write is not part of the stall
-            stalls.append(_timed(lambda: submit(step), device))
+            stalls.append(_timed(lambda step=step: submit(step), device))
         stall, write = statistics.median(stalls), _timed(writer.wait, device)
         size = sum(f.stat().st_size for f in Path(tmp).rglob("*.pt"))
     return {"eval_s": eval_s, "stall_s": stall, "write_s": write, "ckpt_bytes": size}
@@ -276,7 +276,8 @@ def main() -> None:
     shape = run.model.resolved()
     spec = hardware(args.device)
     n, reps = (8192, 20) if args.device == "cuda" else (1024, 5)
-    peak = {name: matmul_peak(args.device, dt, n, reps) for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    peak = {name: matmul_peak(args.device, dt, n, reps)
+            for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
     precision = run.train.precision if run.train.precision != "auto" else (
         "bf16" if _native_bf16(args.device == "cpu") else "fp32")  # as the loop decides
     print(f"matmul peak ({n}^3): bf16 {peak['bf16'] / 1e12:.3f}, fp32 {peak['fp32'] / 1e12:.3f} TFLOP/s measured; "

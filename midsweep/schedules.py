@@ -76,7 +76,8 @@ def _decay(shape: str, progress: float) -> float:
 
 def _warmup_decay(step: int, start: int, end: int, warmup: int, peak: float, floor: float, begin: float,
                   shape: str = "cosine") -> float:
-    """Linear warmup from ``begin`` to ``peak`` over ``warmup`` steps after ``start``, then decay to ``floor`` at ``end``."""
+    """Linear warmup from ``begin`` to ``peak`` over ``warmup`` steps after ``start``, then decay to ``floor`` at
+    ``end``."""
     t = step - start
     if t < warmup:
         return begin + (peak - begin) * (t + 1) / warmup
@@ -115,7 +116,8 @@ class LRSchedule:
             decay_start = n - int(round(o.decay_fraction * n))
             if step < decay_start:
                 return o.lr
-            return self.floor + (o.lr - self.floor) * _decay(o.decay_shape, (step - decay_start) / max(1, n - decay_start))
+            progress = (step - decay_start) / max(1, n - decay_start)
+            return self.floor + (o.lr - self.floor) * _decay(o.decay_shape, progress)
         return _warmup_decay(step, 0, n, self.warmup, o.lr, self.floor, 0.0)
 
     def __call__(self, step: int) -> float:

@@ -116,7 +116,8 @@ def test_wrong_types_and_unknown_keys_fail_at_composition():
 
 def test_run_id_ignores_output_paths_and_cadence_but_not_science():
     base = compose_run([])
-    assert compose_run(["train.out_dir=/elsewhere", "train.progress=false", "train.checkpoint_every=7"]).run_id() == base.run_id()
+    moved = compose_run(["train.out_dir=/elsewhere", "train.progress=false", "train.checkpoint_every=7"])
+    assert moved.run_id() == base.run_id()
     assert compose_run(["mixture.weight=0.3"]).run_id() != base.run_id()
     assert compose_run(["train.seed=1"]).run_id() != base.run_id()
     assert base.run_dir().name == base.run_id() and len(base.run_id()) == 12

@@ -70,7 +70,8 @@ def test_a_copied_sweep_reports_its_own_runs_not_the_directories_its_manifest_re
     manifest.update(original, {run.name: manifest.entry(["w=1"], run, "new")})
     copy = tmp_path / "copy"
     shutil.copytree(original, copy)
-    rundir.atomic_write_json(copy / run.name / "status.json", {"contract": rundir.CONTRACT, "status": "done", "step": 40})
+    rundir.atomic_write_json(copy / run.name / "status.json",
+                             {"contract": rundir.CONTRACT, "status": "done", "step": 40})
     (row,) = status.collect(copy, query=lambda ids: {})
     assert (row.state, row.step, row.log) == ("done", 40, str(copy / run.name / "train.log"))
     (row,) = status.collect(original, query=lambda ids: {})

@@ -112,7 +112,7 @@ def test_without_the_baseline_a_run_is_the_trunk_and_parents_are_whoever_trains_
     runs = plasticity_grid()[1:]
     p = plan([Job(Signature.of(r)) for r in runs])
     assert sum(p.steps(i) for i in range(len(runs))) == 22 * N + 80  # a 0.8 run carries the 80 general steps
-    for i, fork in p.forks.items():
+    for fork in p.forks.values():
         parent = fork.parent
         assert parent not in p.forks or p.forks[parent].step < fork.step  # the parent trains the step itself
         assert fork.step in p.publish[parent]

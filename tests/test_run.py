@@ -107,7 +107,8 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(reference, n
     ref_run = reference
     assert run.name == ref_run.name
     assert rows(run / "metrics.jsonl") == rows(ref_run / "metrics.jsonl")  # every loss, bit for bit
-    assert json.loads((run / "summary.json").read_text())["final"] == json.loads((ref_run / "summary.json").read_text())["final"]
+    final = [json.loads((r / "summary.json").read_text())["final"] for r in (run, ref_run)]
+    assert final[0] == final[1]
 
 
 def test_a_run_killed_before_its_first_checkpoint_reruns_without_duplicate_rows(reference, nano, tmp_path):

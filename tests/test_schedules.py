@@ -68,7 +68,8 @@ def test_token_shares_within_one_percent_over_a_window(weight):
 
 def test_runs_that_differ_after_t_draw_identical_batches_before_t():
     a = MixtureSampler(MixtureSchedule(make_run(introduce_at=0.6, weight=0.2)), {"general": 500, "code": 400}, 7, 32)
-    b = MixtureSampler(MixtureSchedule(make_run(introduce_at=0.6, weight=0.4, ramp=0.1)), {"general": 500, "code": 400}, 7, 32)
+    b = MixtureSampler(MixtureSchedule(make_run(introduce_at=0.6, weight=0.4, ramp=0.1)),
+                       {"general": 500, "code": 400}, 7, 32)
     c = MixtureSampler(MixtureSchedule(make_run(introduce_at=0.6, weight=0.2)), {"general": 500, "code": 400}, 8, 32)
     batches_a = [a.next_batch(s) for s in range(80)]
     batches_b = [b.next_batch(s) for s in range(80)]
@@ -150,7 +151,7 @@ def test_every_mixture_kind_compiles_and_has_its_group_option():
     from midsweep.config.mixture import KINDS
 
     assert set(KINDS) == {p.stem for p in (CONF_DIR / "mixture").glob("*.yaml")}
-    for kind, declared in KINDS.items():
+    for declared in KINDS.values():
         assert callable(declared.compile) and "base_weights" in declared.reads
     runs = {"none": make_run(kind="none"), "introduce": make_run(kind="introduce", introduce_at=0.5),
             "continued": make_run(kind="continued", introduce_at=0.5),

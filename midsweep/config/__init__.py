@@ -62,8 +62,9 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     try:
         run = OmegaConf.to_object(OmegaConf.merge(_schema(), cfg))
     except OmegaConfBaseException as err:  # a domain added on the command line, typed only here
-        raise ConfigError([Problem(err.full_key or "config", str(err).splitlines()[0].rstrip("."),
-                                   "check the key and type against midsweep/config/data.py (docs/config.md)")])
+        problem = Problem(err.full_key or "config", str(err).splitlines()[0].rstrip("."),
+                          "check the key and type against midsweep/config/data.py (docs/config.md)")
+        raise ConfigError([problem]) from None
     # A key added with `+` that no dataclass declares would otherwise vanish silently (a typo).
     known = set(flatten(dataclasses.asdict(run)))
     unknown = [Problem(k, "unknown key", "check the spelling against the dataclasses in midsweep/config/")

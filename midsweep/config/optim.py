@@ -19,7 +19,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of ``lr``."""
     schedule: str = "cosine"
-    """``cosine`` (linear warmup then cosine to min), ``wsd`` (warmup, stable, decay), or ``constant`` (after warmup)."""
+    """``cosine`` (linear warmup then cosine to min), ``wsd`` (warmup, stable, decay), or ``constant`` (after
+    warmup)."""
     warmup: float = 0.02
     """Warmup length as a fraction of main training steps."""
     decay_fraction: float = 0.2
@@ -73,8 +74,8 @@ class OptimConfig:
                 f"use one of {', '.join(SCHEDULES)}")
         require(out, 0 <= self.warmup < 1, f"{prefix}.warmup", f"warmup {self.warmup} is outside [0, 1)",
                 "give warmup as a fraction of training steps, e.g. 0.02")
-        require(out, 0 < self.decay_fraction <= 1, f"{prefix}.decay_fraction", f"{self.decay_fraction} is outside (0, 1]",
-                "use a fraction such as 0.2")
+        require(out, 0 < self.decay_fraction <= 1, f"{prefix}.decay_fraction",
+                f"{self.decay_fraction} is outside (0, 1]", "use a fraction such as 0.2")
         require(out, self.decay_shape in DECAY_SHAPES, f"{prefix}.decay_shape", f"unknown shape {self.decay_shape!r}",
                 f"use one of {', '.join(DECAY_SHAPES)}")
         require(out, self.boundary in BOUNDARY, f"{prefix}.boundary", f"unknown boundary policy {self.boundary!r}",

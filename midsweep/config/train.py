@@ -91,6 +91,7 @@ class TrainConfig:
         require(out, self.keep_last >= 1, f"{prefix}.keep_last", f"keep_last={self.keep_last}",
                 "keep at least the last checkpoint (1)")
         require(out, all(s >= 1 for s in self.publish_steps), f"{prefix}.publish_steps",
-                f"steps {self.publish_steps} include one below 1", "publish steps >= 1 (the state after that many steps)")
+                f"steps {self.publish_steps} include one below 1",
+                "publish steps >= 1 (the state after that many steps)")
         require(out, self.log_every >= 1, f"{prefix}.log_every", "must be >= 1", "use e.g. 10")
         return out

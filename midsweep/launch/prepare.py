@@ -191,5 +191,5 @@ def main(args: argparse.Namespace) -> int:
             return 0
         print(run_prepare(args.overrides, args.num_proc))
     except (ConfigError, DataSourceError, TokenizerError) as err:
-        raise SystemExit(f"midsweep prepare: {err}")
+        raise SystemExit(f"midsweep prepare: {err}") from None
     return 0

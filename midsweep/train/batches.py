@@ -20,7 +20,8 @@ def make_batch(data: dict, items: list[tuple[str, int]], seq_len: int, use_mask:
 
 def to_tensors(seqs, masks, device: torch.device):
     x = torch.from_numpy(np.stack(seqs).astype(np.int64))
-    m = torch.from_numpy(np.stack(masks)[:, 1:].astype(np.float32)) if masks is not None else torch.ones(x.shape[0], x.shape[1] - 1)
+    m = (torch.from_numpy(np.stack(masks)[:, 1:].astype(np.float32)) if masks is not None
+         else torch.ones(x.shape[0], x.shape[1] - 1))
     if device.type == "cuda":  # a copy from pageable memory waits for the GPU to finish its queue: pin instead
         return tuple(t.contiguous().pin_memory().to(device, non_blocking=True) for t in (x[:, :-1], x[:, 1:], m))
     return x[:, :-1].to(device), x[:, 1:].to(device), m.to(device)

@@ -57,7 +57,7 @@ def test_prepare_splits_a_domain_into_an_array_whose_shards_equal_one_process(sl
         return state if state and state not in ("PENDING", "RUNNING", "REQUEUED") else ""
 
     for name, job in merges:
-        assert wait_for(lambda: ended(job), 600, every=2, why=f"merge job {job} of {name}") == "COMPLETED"
+        assert wait_for(lambda job=job: ended(job), 600, every=2, why=f"merge job {job} of {name}") == "COMPLETED"
     merged = prepare_domains(data, build=False)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "corpora").symlink_to(tmp_path / "cache" / "corpora")  # the corpora the jobs built
