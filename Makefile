@@ -44,7 +44,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/analysis_speed.py
 	$(BIN)/python benchmarks/submit_grid.py
-	$(BIN)/python benchmarks/prefix_sharing.py
+	$(BIN)/python benchmarks/sharing.py
 
 clean:
 	rm -rf $(VENV) .cache runs

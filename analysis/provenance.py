@@ -13,7 +13,7 @@ from . import columns as C
 from .load import CONTRACT_VERSION, read_config
 from midsweep.config import RunConfig
 from midsweep.config.run import NON_SEMANTIC, flatten
-from midsweep.launch.prefix import OVERRIDE as PREFIX_OVERRIDE
+from midsweep.launch.sharing import OVERRIDE as PREFIX_OVERRIDE
 from midsweep.version import version
 
 MULTIRUN = "midsweep-train -m"

@@ -15,7 +15,7 @@ from midsweep.schedules import LRSchedule, MixtureSchedule
 from midsweep.sharing.keys import Signature, agreement
 from midsweep.sharing.plan import Job, plan
 from runner import REPO, train_cli
-from test_prefix_fork import same_records
+from test_sharing_fork import same_records
 
 # 20 main steps of 8 x 64 tokens, post-training on the target from step 10 (after=0.5) or 20
 BASE = ("experiment=nano_test", "mixture=none", "train.tokens=10240", "eval.every_tokens=2560", "posttrain=target",

@@ -10,7 +10,7 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from hydra_plugins.midsweep_launcher.config import MidsweepOptions
 from midsweep import user_config
-from midsweep.launch import manifest, prefix, status, status_table
+from midsweep.launch import manifest, sharing as launch_sharing, status, status_table
 from midsweep.launch.compose import PointComposer
 from midsweep.launch.preview import Throughput, duplicates_line, preview
 from midsweep.launch.sweep import DUPLICATE, Point, done_result, format_losses, load_function, preflight
@@ -45,21 +45,21 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     return points
 
 
-def share(points: list[Point]) -> prefix.SweepPlan:
-    """The fork plan of the points to launch (docs/prefix.md), logged."""
+def share(points: list[Point]) -> launch_sharing.SweepPlan:
+    """The fork plan of the points to launch (docs/sharing.md), logged."""
     tic = time.perf_counter()
-    sharing = prefix.share(points)
+    sharing = launch_sharing.share(points)
     if sharing.plan.forks:
-        c = prefix.cost(sharing)
+        c = launch_sharing.cost(sharing)
         log.info(f"prefix sharing: {len(sharing.plan.forks)} run(s) fork from a shared prefix; "
                  f"{c['tokens_shared']:.3g} of {c['tokens']:.3g} tokens trained "
                  f"({c['tokens_shared'] / max(c['tokens'], 1):.0%}); planned in {time.perf_counter() - tic:.2f}s\n"
-                 + prefix.describe(sharing))
+                 + launch_sharing.describe(sharing))
     return sharing
 
 
 def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: str,
-                 sharing: prefix.SweepPlan | None = None) -> list[JobReturn]:
+                 sharing: launch_sharing.SweepPlan | None = None) -> list[JobReturn]:
     o = launcher.opts
     print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name,
                   sharing, list_duplicates=o.get("list_duplicates", False)))
@@ -77,7 +77,7 @@ def skipped(point: Point) -> JobReturn:
 
 
 def write_manifests(points: list[Point], extra: dict[str, dict],
-                    sharing: prefix.SweepPlan | None = None) -> list[str]:
+                    sharing: launch_sharing.SweepPlan | None = None) -> list[str]:
     """One manifest per sweep directory (the parent of the run directories); a fork's entry has its ``prefix``."""
     by_dir: dict = {}
     for p in points:

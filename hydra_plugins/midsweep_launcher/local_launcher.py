@@ -1,5 +1,5 @@
 """``midsweep_local``: runs the grid's points one after another in this process, like Hydra's basic launcher,
-after validating every point and skipping finished runs; with prefix sharing (docs/prefix.md) the runs that
+after validating every point and skipping finished runs; with prefix sharing (docs/sharing.md) the runs that
 publish a shared prefix run before the runs that fork from it."""
 from __future__ import annotations
 

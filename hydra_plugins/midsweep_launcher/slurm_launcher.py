@@ -139,7 +139,7 @@ class MidsweepSlurmLauncher(SlurmLauncher):
 
     def submit(self, todo: list, sharing: Any) -> tuple[list, str]:
         """Submit one job per point, the jobs aligned with ``todo``, and a note on the shared pickle. Points that
-        wait for no other go out as one array; the forks of each parent (docs/prefix.md) as one array per
+        wait for no other go out as one array; the forks of each parent (docs/sharing.md) as one array per
         parent with ``afterok`` on the parent's job, parents before their forks. The parent lifts a fork's
         dependency once it has published the fork's prefix, so the fork starts then."""
         from submitit.core.utils import JobPaths

@@ -42,7 +42,7 @@ class OptimConfig:
     which the run may stop before (the midtraining paper fixes its cosine at 976,560 iterations, so its 128B-token
     runs end near 54% of the peak) or outlive at the floor LR. With ``boundary``, runs
     that differ only after the switch, e.g. model reuse's continuation lengths, share their pretraining
-    (docs/prefix.md); with ``end`` a longer continuation stretches the pretraining's cosine too."""
+    (docs/sharing.md); with ``end`` a longer continuation stretches the pretraining's cosine too."""
     weight_decay: float = 0.1
     """AdamW decoupled weight decay (on matrices only, not norms and biases, unless ``decay_all``)."""
     decay_all: bool = False

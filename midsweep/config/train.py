@@ -41,7 +41,7 @@ class TrainConfig:
     pin_steps: list[int] = field(default_factory=list)
     """Extra steps whose checkpoints are kept forever; phase boundaries are pinned too."""
     share_prefixes: bool = True
-    """Prefix sharing (docs/prefix.md): start from the longest prefix of this run that another run of the sweep
+    """Prefix sharing (docs/sharing.md): start from the longest prefix of this run that another run of the sweep
     published in ``out_dir/_prefixes`` (bitwise the same results, fewer steps), and publish ``publish_steps``.
     The launchers plan it for a whole grid; False trains every step of this run itself and publishes nothing."""
     publish_steps: list[int] = field(default_factory=list)

@@ -78,13 +78,13 @@ def _plain(doc: str) -> str:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    """Remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes, docs/prefix.md) that no run of the sweep's
+    """Remove the shared-prefix checkpoints (SWEEP_DIR/_prefixes, docs/sharing.md) that no run of the sweep's
     manifest which is not done yet forks from; keep the rest. --dry-run lists them and removes nothing."""
-    from midsweep.launch import manifest, prefix
+    from midsweep.launch import manifest, sharing
 
     if not args.sweep_dir.is_dir():
         sys.exit(f"midsweep gc: {args.sweep_dir} is not a directory; give the sweep's train.out_dir")
-    removed = prefix.gc(args.sweep_dir, manifest.read(args.sweep_dir)["runs"], dry_run=args.dry_run)
+    removed = sharing.gc(args.sweep_dir, manifest.read(args.sweep_dir)["runs"], dry_run=args.dry_run)
     for path in removed:
         print(f"{'would remove' if args.dry_run else 'removed'} {path}")
     print(f"{len(removed)} prefix entr{'y' if len(removed) == 1 else 'ies'} and claims "

@@ -53,7 +53,7 @@ def entry(overrides: list[str], run_dir: Path, action: str, job_id: Optional[str
           log: Optional[str] = None, stderr: Optional[str] = None, submission_dir: Optional[str] = None,
           prefix: Optional[dict] = None) -> dict:
     """One run's record: its overrides and directory, what the launch did, its job and log files, and for a fork
-    the prefix it restores (key, step, parent run id: docs/prefix.md)."""
+    the prefix it restores (key, step, parent run id: docs/sharing.md)."""
     return {"overrides": list(overrides), "run_dir": str(run_dir), "action": action, "job_id": job_id,
             "log": log, "stderr": stderr, "submission_dir": submission_dir, "prefix": prefix,
             "launched": rundir.utc_now()}

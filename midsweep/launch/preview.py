@@ -6,7 +6,7 @@ from typing import Optional
 
 from midsweep.config import RunConfig
 from midsweep.launch import cache_plan, epochs
-from midsweep.launch.prefix import SweepPlan, cost
+from midsweep.launch.sharing import SweepPlan, cost
 from midsweep.launch.sweep import DUPLICATE, Point
 
 
@@ -57,7 +57,7 @@ def unknown_posttrain_line(runs: dict[int, RunConfig]) -> list[str]:
 def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "",
             sharing: Optional[SweepPlan] = None, list_duplicates: bool = False) -> str:
     """A table of every point (duplicates in one line unless ``list_duplicates``) and the totals of the points
-    that would be submitted; with ``sharing`` (the launch's fork plan, docs/prefix.md), which point forks from
+    that would be submitted; with ``sharing`` (the launch's fork plan, docs/sharing.md), which point forks from
     which at what step and the totals without it."""
     todo = [p for p in points if p.submit]
     plans = {p.index: p.run.plan() for p in todo}

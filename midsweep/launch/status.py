@@ -36,7 +36,7 @@ class RunState:
     progress: progress.RunProgress = field(default_factory=progress.RunProgress)
     """step / total, tokens/s, ETA, heartbeat age and staleness."""
     fork_of: Optional[str] = None
-    """``<parent run id>@<step>``: the shared prefix this run starts from (docs/prefix.md): what the run recorded
+    """``<parent run id>@<step>``: the shared prefix this run starts from (docs/sharing.md): what the run recorded
     once it has, the launch's plan before; ``none (planned ...)`` for a fork that trained from scratch."""
     final: dict = field(default_factory=dict)
     """The final held-out loss per domain (summary.json) of a done run; empty otherwise."""

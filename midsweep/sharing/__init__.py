@@ -3,5 +3,5 @@
 ``keys`` says which runs train identically up to which step (torch-free: config and schedules only),
 ``store`` keeps the published prefixes on disk (torch-free: files only), ``plan`` decides which run of a
 sweep trains each shared prefix and which runs fork from it. The training loop uses ``keys`` and ``store``
-(midsweep.train.fork), the launchers use all three. docs/prefix.md describes the whole mechanism.
+(midsweep.train.sharing), the launchers use all three. docs/sharing.md describes the whole mechanism.
 """

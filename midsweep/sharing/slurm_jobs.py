@@ -1,6 +1,6 @@
 """Starting forks' SLURM jobs early. A fork's job waits for its publisher's job (``afterok``, so it never starts
 if the publisher fails); once the prefix it forks from is published, that dependency is lifted and the fork
-starts then, not when the publisher's whole run has ended (docs/prefix.md)."""
+starts then, not when the publisher's whole run has ended (docs/sharing.md)."""
 from __future__ import annotations
 
 import logging

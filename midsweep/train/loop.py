@@ -30,7 +30,7 @@ from midsweep.train import checkpoint
 from midsweep.train.async_save import CheckpointWriter
 from midsweep.train.batches import loss_sum, make_batch, to_tensors
 from midsweep.train.evaluate import heldout_loss
-from midsweep.train.fork import ParentFailed, Sharing
+from midsweep.train.sharing import ParentFailed, Sharing
 from midsweep.train.progress import Progress
 from midsweep.train.results import RunRecorder, losses_by_event
 from midsweep.train.tracking import Tracking
@@ -162,7 +162,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         params = count_params(raw)
         fpt = flops_per_token(run.model, vocab)
 
-        # ---- a fork: rank 0 places the longest published prefix of this run (docs/prefix.md) to resume from
+        # ---- a fork: rank 0 places the longest published prefix of this run (docs/sharing.md) to resume from
         sharing = Sharing(run, run_dir, accelerator.is_main_process)
         with accelerator.main_process_first():
             parent_failed = sharing.prepare()

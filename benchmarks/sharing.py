@@ -7,7 +7,7 @@
    plus the baseline) trained on this machine by the local launcher, once with ``train.share_prefixes=false``
    and once with sharing, from empty sweep directories.
 
-    .venv/bin/python benchmarks/prefix_sharing.py [--steps 20]
+    .venv/bin/python benchmarks/sharing.py [--steps 20]
 
 Prints a table; the last line is ``ratio=X``, the tokens ratio of the standard grid.
 """

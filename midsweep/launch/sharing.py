@@ -1,4 +1,4 @@
-"""Prefix sharing for a launch (docs/prefix.md): the fork plan of a grid's points, as the launchers use it.
+"""Prefix sharing for a launch (docs/sharing.md): the fork plan of a grid's points, as the launchers use it.
 
 The plan (midsweep.sharing.plan) says which point trains each shared prefix and which points fork from it.
 Here it becomes what a launcher acts on: the order to run points in (parents first), the parent each fork

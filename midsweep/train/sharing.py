@@ -1,4 +1,4 @@
-"""Prefix sharing in a run (docs/prefix.md): fork from a published prefix, publish the prefixes others need.
+"""Prefix sharing in a run (docs/sharing.md): fork from a published prefix, publish the prefixes others need.
 
 A fork does not load anything itself: ``Sharing.prepare`` places the prefix's checkpoint in the run's own
 ``checkpoints/`` and its parent's rows in the run's records, and the loop then resumes from it like from any
