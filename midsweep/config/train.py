@@ -10,6 +10,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """torch.compile's modes (``mode=``)."""
+PARALLEL = ("ddp", "fsdp", "hsdp")
 
 
 @dataclass
@@ -62,6 +63,14 @@ class TrainConfig:
     it costs throughput (slower deterministic kernels, e.g. for the embedding's backward and scatter/index ops)
     and does not make runs bitwise reproducible by itself (cuBLAS also needs CUBLAS_WORKSPACE_CONFIG), so
     ``train=gpu`` turns it off."""
+    parallel: str = "ddp"
+    """How ranks share the work: ``ddp`` (every rank holds the whole model and optimizer; gradients averaged),
+    ``fsdp`` (FSDP2: parameters, gradients and optimizer states sharded over all ranks, each block gathered for
+    its forward and backward; under ``precision=bf16`` bf16 parameters with fp32 gradient reduction) or ``hsdp``
+    (sharded within a node, replicated across nodes). Checkpoints load into any world size and either mode."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward instead of keeping them: about a third more compute
+    for activation memory of one block per layer boundary (what lets 1-7B models fit their micro-batch)."""
     wait_for_lock: bool = False
     """When another process holds the run directory (its ``run.lock``): wait for it to end instead of exiting
     with an error that names the holder. Then the run resumes from where the other left it, or is skipped if done."""
@@ -93,5 +102,7 @@ class TrainConfig:
         require(out, all(s >= 1 for s in self.publish_steps), f"{prefix}.publish_steps",
                 f"steps {self.publish_steps} include one below 1",
                 "publish steps >= 1 (the state after that many steps)")
+        require(out, self.parallel in PARALLEL, f"{prefix}.parallel", f"unknown parallelism {self.parallel!r}",
+                f"use one of {', '.join(PARALLEL)}")
         require(out, self.log_every >= 1, f"{prefix}.log_every", "must be >= 1", "use e.g. 10")
         return out
