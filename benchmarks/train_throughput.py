@@ -256,7 +256,8 @@ def main() -> None:
     ap.add_argument("--modes", default="eager,default", help="model step: comma list of eager and torch.compile "
                     "modes (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs)")
     ap.add_argument("--chunk-elements", type=int, default=None,
-                    help="model step: logits per chunk of the fused loss (default midsweep.model.loss.CHUNK_ELEMENTS)")
+                    help="model step: logits per chunk of the fused loss "
+                    "(default midsweep.config.model.LOSS_CHUNK_ELEMENTS)")
     ap.add_argument("--model-steps", type=int, default=12, help="model step: timed steps per variant")
     ap.add_argument("--steps-per-round", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
@@ -265,7 +266,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.chunk_elements:
-        fused_loss.CHUNK_ELEMENTS = args.chunk_elements
+        fused_loss.LOSS_CHUNK_ELEMENTS = args.chunk_elements
     sections = set(args.sections.split(","))
 
     from midsweep.data import load_tokenizer
@@ -324,7 +325,7 @@ def main() -> None:
     if "model" in sections:
         vocab = args.vocab or run_vocab
         print(f"\n== model step (vocab {vocab}; flops/token {flops_per_token(run.model, vocab) / 1e6:.1f} M; fused "
-              f"loss chunks of {fused_loss.CHUNK_ELEMENTS // vocab} tokens, compiled as the model is)")
+              f"loss chunks of {fused_loss.LOSS_CHUNK_ELEMENTS // vocab} tokens, compiled as the model is)")
         variants = []
         for backend in args.backends.split(","):
             for loss in args.losses.split(","):

@@ -10,7 +10,8 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from hydra_plugins.midsweep_launcher.config import MidsweepOptions
 from midsweep import user_config
-from midsweep.launch import manifest, sharing as launch_sharing, status, status_table
+from midsweep.config import RunConfig
+from midsweep.launch import manifest, memory, sharing as launch_sharing, status, status_table
 from midsweep.launch.compose import PointComposer
 from midsweep.launch.preview import Throughput, duplicates_line, preview
 from midsweep.launch.sweep import DUPLICATE, Point, done_result, format_losses, load_function, preflight
@@ -58,11 +59,23 @@ def share(points: list[Point]) -> launch_sharing.SweepPlan:
     return sharing
 
 
-def show_preview(launcher: Any, points: list[Point], gpus_per_job: int, name: str,
+def gpus(launcher: Any, per_node: int, nodes: int, slurm: bool) -> memory.Gpus:
+    """The GPUs of one job of ``launcher`` with its ``gpu_memory_gb``."""
+    return memory.Gpus(per_node, nodes, float(launcher.opts.get("gpu_memory_gb", 80.0)), slurm)
+
+
+def check_memory(points: list[Point], gpus: memory.Gpus) -> None:
+    """Refuse the launch (memory.DoesNotFit) if a point to launch would not fit in its GPUs' memory."""
+    memory.check({p.index: p.run for p in points if p.submit and isinstance(p.run, RunConfig)}, gpus)
+
+
+def show_preview(launcher: Any, points: list[Point], gpus: memory.Gpus, name: str,
                  sharing: launch_sharing.SweepPlan | None = None) -> list[JobReturn]:
+    """Print the preview, then refuse (as a launch would) points that would not fit in their GPUs' memory."""
     o = launcher.opts
-    print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus_per_job, name,
+    print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus, name,
                   sharing, list_duplicates=o.get("list_duplicates", False)))
+    check_memory(points, gpus)
     return [returned(p, {"preview": p.action, "run_id": p.run_id}) for p in points]
 
 

@@ -19,6 +19,10 @@ class MidsweepOptions:
     """Peak bf16 TFLOP/s of one GPU, for the GPU-hours estimate of the preview (A100: 312, H100: 989)."""
     mfu: float = 0.35
     """Assumed fraction of peak reached, for the GPU-hours estimate of the preview."""
+    gpu_memory_gb: float = 80.0
+    """Memory of one GPU in GiB (nvidia-smi's total MiB / 1024: an A100 80GB has 80). The preview shows each
+    point's estimated peak per GPU against it, and a launch refuses points that would not fit, naming the keys
+    that would (docs/slurm.md#gpu-memory)."""
     list_duplicates: bool = False
     """List each duplicate point (the same run as an earlier point of the grid, e.g. every weight of a
     no-introduction baseline) in the log and the preview, instead of one line that counts them."""

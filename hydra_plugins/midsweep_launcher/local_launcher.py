@@ -41,8 +41,10 @@ class MidsweepLocalLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         points = common.plan(self, job_overrides, initial_job_idx)
         sharing = common.share(points)
+        gpus = common.gpus(self, 1, 1, slurm=False)  # checks the train.device=cuda points only: CPU runs need none
         if self.opts.get("preview"):
-            return common.show_preview(self, points, 1, "midsweep_local", sharing)
+            return common.show_preview(self, points, gpus, "midsweep_local", sharing)
+        common.check_memory(points, gpus)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         common.write_manifests(points, {p.run_id: {"log": str(p.run_dir / "train.log")} for p in points}, sharing)
         sharing.claim()

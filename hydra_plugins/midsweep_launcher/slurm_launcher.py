@@ -80,9 +80,10 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         assert self.config is not None
         self.check_resources()
         points = common.plan(self, job_overrides, initial_job_idx)
+        gpus = common.gpus(self, self.params.get("gpus_per_node") or 0, self.params.get("nodes") or 1, slurm=True)
         if self.opts.get("preview"):
-            gpus = (self.params.get("gpus_per_node") or 0) * (self.params.get("nodes") or 1)
             return common.show_preview(self, points, gpus, "midsweep_slurm", common.share(points))
+        common.check_memory(points, gpus)  # before anything is submitted
         job_of = self.send(points)
         returns = []
         for p in points:

@@ -8,6 +8,14 @@ from midsweep.config.errors import Problem, require
 
 ARCHS = ("neox", "llama")
 BACKENDS = ("builtin", "hf")
+LOSS_CHUNK_ELEMENTS = 1 << 27
+"""Logits per chunk (tokens x vocabulary) of the loss head (midsweep/model/loss.py; kept here, torch-free, for the
+memory estimate too), read when a call passes none: 2668 tokens at a 50304 vocabulary, whose logits take 512 MiB
+in fp32 (eager; compiled chunks keep only bf16 ones). Each chunk adds its share of the output matrix's gradient
+into one fp32 [vocabulary x d_model] buffer, a read and a write of 150 MiB at d_model 768: at 32 x 2048 tokens,
+1 << 25 elements per chunk made that 98 passes (38 GB, against about 40 GB that the compiled head reads and writes
+for all the logits), this makes it 25. The head's memory stays one chunk's, whatever the batch
+(``benchmarks/train_throughput.py --chunk-elements`` measures the trade)."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from midsweep.config import RunConfig
-from midsweep.launch import cache_plan, epochs
+from midsweep.launch import cache_plan, epochs, memory
 from midsweep.launch.sharing import SweepPlan, cost
 from midsweep.launch.sweep import DUPLICATE, Point
 
@@ -54,23 +54,40 @@ def unknown_posttrain_line(runs: dict[int, RunConfig]) -> list[str]:
             "the tokens, FLOPs and GPU-hours above leave their post-training out"]
 
 
-def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, launcher: str = "",
+def memory_line(peaks: dict[int, float], gpus: memory.Gpus) -> list[str]:
+    """The largest estimated peak per GPU and the points over ``gpu_memory_gb`` (marked ! in the table)."""
+    if not peaks:
+        return []
+    worst = max(peaks, key=peaks.get)
+    over = sum(gib > gpus.memory_gb for gib in peaks.values())
+    return [f"peak memory per GPU, estimated (docs/slurm.md#gpu-memory): up to {peaks[worst]:.1f} GiB (#{worst}) of "
+            f"{gpus.memory_gb:g} (hydra.launcher.gpu_memory_gb); "
+            + (f"{over} point(s) marked ! do not fit" if over else "every point fits")]
+
+
+def preview(points: list[Point], throughput: Throughput, gpus: Optional[memory.Gpus] = None, launcher: str = "",
             sharing: Optional[SweepPlan] = None, list_duplicates: bool = False) -> str:
     """A table of every point (duplicates in one line unless ``list_duplicates``) and the totals of the points
     that would be submitted; with ``sharing`` (the launch's fork plan, docs/sharing.md), which point forks from
-    which at what step and the totals without it."""
+    which at what step and the totals without it. Column GiB/GPU: the estimated peak memory per GPU of the runs
+    on ``gpus`` (midsweep.launch.memory; default one GPU), ! where it exceeds theirs."""
+    gpus = gpus or memory.Gpus()
     todo = [p for p in points if p.submit]
     plans = {p.index: p.run.plan() for p in todo}
-    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'tok/param':>9}  {'FLOPs':>9}  "
+    peaks = {p.index: memory.estimate(p.run, gpus).gib() for p in todo
+             if isinstance(p.run, RunConfig) and gpus.runs_on_gpu(p.run)}
+    rows = [f"{'#':>4}  {'run_id':12}  {'action':9}  {'tokens':>9}  {'tok/param':>9}  {'FLOPs':>9}  {'GiB/GPU':>7}  "
             f"{'forks from':15}  overrides / reason"]
     for p in points if list_duplicates else [p for p in points if p.action != DUPLICATE]:
         plan = plans.get(p.index)
         tokens, flops = (_num(plan["tokens"]), _num(plan["flops"])) if plan else ("-", "-")
         per_param = _num(plan["tokens"] / plan["all_params"]) if plan and plan.get("all_params") else "-"
+        peak = peaks.get(p.index)
+        gib = "-" if peak is None else f"{peak:.1f}" + ("!" if peak > gpus.memory_gb else "")
         extra = f"  ({p.reason})" if p.reason else ""
         fork, parent = (sharing.fork(p), sharing.parent(p)) if sharing else (None, None)
         source = (f"#{parent.index} @{fork.step}" if parent else f"store @{fork.step}") if fork else "-"
-        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {per_param:>9}  {flops:>9}  "
+        rows.append(f"{p.index:>4}  {p.run_id:12}  {p.action:9}  {tokens:>9}  {per_param:>9}  {flops:>9}  {gib:>7}  "
                     f"{source:15}  {' '.join(p.overrides)}{extra}")
     tokens = sum(plan["tokens"] for plan in plans.values())
     flops = sum(plan["flops"] for plan in plans.values())
@@ -81,13 +98,14 @@ def preview(points: list[Point], throughput: Throughput, gpus_per_job: int = 1, 
              f"estimated{' without prefix sharing' if sharing else ''}: {_num(tokens)} tokens, {_num(flops)} FLOPs, "
              f"{throughput.gpu_hours(flops):.3g} GPU-hours "
              f"(at {throughput.mfu:.0%} of {throughput.peak_tflops:g} TFLOP/s per GPU; "
-             f"hydra.launcher.peak_tflops / mfu), {gpus_per_job} GPU(s) per job"]
+             f"hydra.launcher.peak_tflops / mfu), {gpus.count} GPU(s) per job"]
     if sharing is not None and sharing.points:
         c = cost(sharing)
         rows += [f"with prefix sharing (train.share_prefixes): {_num(c['tokens_shared'])} tokens "
                  f"({c['tokens_shared'] / max(c['tokens'], 1):.0%} of the above), {_num(c['flops_shared'])} FLOPs, "
                  f"{throughput.gpu_hours(c['flops_shared']):.3g} GPU-hours; "
                  f"{len(sharing.plan.forks)} run(s) fork from a shared prefix (column 'forks from': point @ step)"]
+    rows += memory_line(peaks, gpus)
     # a launcher's run_config may return another type (it needs only run_id/run_dir/plan): no epochs to report
     runs = {p.index: p.run for p in todo if isinstance(p.run, RunConfig)}
     rows += unknown_posttrain_line(runs)

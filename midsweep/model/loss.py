@@ -12,13 +12,7 @@ import functools
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 27
-"""Logits per chunk (tokens x vocabulary), read when a call passes none: 2668 tokens at a 50304 vocabulary, whose
-logits take 512 MiB in fp32 (eager; compiled chunks keep only bf16 ones). Each chunk adds its share of the output
-matrix's gradient into one fp32 [vocabulary x d_model] buffer, a read and a write of 150 MiB at d_model 768:
-at 32 x 2048 tokens, 1 << 25 elements per chunk made that 98 passes (38 GB, against about 40 GB that the compiled
-head reads and writes for all the logits), this makes it 25. The head's memory stays one chunk's, whatever the batch
-(``benchmarks/train_throughput.py --chunk-elements`` measures the trade)."""
+from midsweep.config.model import LOSS_CHUNK_ELEMENTS  # torch-free: the memory estimate reads it too
 
 
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -38,7 +32,7 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets
     """
     device = hidden.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    chunk = max(1, (chunk_elements or CHUNK_ELEMENTS) // weight.shape[0])
+    chunk = max(1, (chunk_elements or LOSS_CHUNK_ELEMENTS) // weight.shape[0])
     mask = mask.to(torch.float32)
     step = _chunk if compile_mode is None else _compiled_chunk(compile_mode)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
