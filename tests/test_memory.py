@@ -109,8 +109,10 @@ def test_fsdp_shards_over_every_gpu_of_the_job_and_hsdp_over_one_node():
     run = run_config("model=llama1b")
     states = {mode: memory.estimate(with_train(run, parallel=mode), Gpus(per_node=4, nodes=2)).states
               for mode in ("ddp", "fsdp", "hsdp")}
-    assert states["ddp"] == 16 * run.plan()["all_params"]
-    assert (states["ddp"] / states["fsdp"], states["ddp"] / states["hsdp"]) == pytest.approx((8, 4))
+    every = run.plan()["all_params"]
+    assert memory.estimate(run, Gpus(per_node=1)).states == 16 * every
+    assert states["ddp"] == 20 * every  # and DDP's gradient buckets on more than one GPU
+    assert (states["fsdp"], states["hsdp"]) == pytest.approx((16 * every / 8, 16 * every / 4))
 
 
 def test_the_local_launcher_checks_only_cuda_runs_and_names_no_gpu_keys():

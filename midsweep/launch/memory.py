@@ -67,7 +67,8 @@ class Estimate:
     """Bytes on one GPU at the peak of a training step, by term (``total``)."""
 
     states: float
-    """fp32 parameters, gradients and AdamW's two moments: 16 bytes a parameter, divided over the shard group."""
+    """fp32 parameters, gradients and AdamW's two moments: 16 bytes a parameter, divided over the shard group (ddp
+    on several GPUs: 4 more for DDP's gradient buckets)."""
     copies: float
     """Compute-dtype parameter copies: ddp under bf16, autocast's cached bf16 copy of every non-embedding parameter
     (kept from a micro-batch's forward to the end of its backward); fsdp/hsdp, the all-gathered root (embedding,
@@ -108,6 +109,8 @@ def estimate(run: RunConfig, gpus: Gpus) -> Estimate:
     sharded = run.train.parallel != "ddp"
     r = a if sharded else 4  # the residual stream has the parameters' dtype: bf16 ones under fsdp's bf16 policy
     states = 16 * every / gpus.shard_group(run.train.parallel)
+    if not sharded and gpus.count > 1:  # DDP's gradient buckets (accelerate's default: not views of the grads)
+        states += 4 * every
     if sharded:
         copies = a * ((every - body) + 2 * body / layers)
     else:
