@@ -127,8 +127,11 @@ def estimate(run: RunConfig, gpus: Gpus) -> Estimate:
     blocks = layers * (tokens * r * d if checkpointing else block)
     head = tokens * 4 * d + 4 * vocab * d + tokens * r * d
     chunk = min(tokens, max(1, LOSS_CHUNK_ELEMENTS // vocab)) * vocab  # logits of one chunk
-    in_head = 4 * tokens * d + 4 * chunk + (a * chunk if a != 4 else 0)
-    in_head += (a * vocab * d if a != 4 and not sharded else 0) + a * vocab * d + (4 * vocab * d if a != 4 else 0)
+    bf16 = a != 4
+    in_head = (4 * tokens * d  # the fp32 hidden states
+               + chunk * (4 + (a if bf16 else 0))  # the chunk's fp32 logits; their gradient's bf16 cast
+               + (a * vocab * d if bf16 and not sharded else 0)  # the head's bf16 copy (fsdp's is bf16 already)
+               + vocab * d * (a + (4 if bf16 else 0)))  # the chunk's addition to the head's gradient, its fp32 cast
     transient = max(block * (2 if checkpointing else 1), in_head)
     used = states + copies + blocks + head + transient
     return Estimate(states, copies, blocks, head, transient, CONTEXT_BYTES + FRAGMENTATION * used)
@@ -179,9 +182,9 @@ def _one_fix(run: RunConfig, gpus: Gpus) -> Optional[dict[str, str]]:
 
 
 def fixes(run: RunConfig, gpus: Gpus) -> list[dict[str, str]]:
-    """Sets of overrides that each make ``run`` fit, smallest change first: activation checkpointing, fsdp (for a
-    ddp run), both, each with the largest micro-batch or the fewest GPUs that fit if needed. A set that holds
-    another is left out."""
+    """Sets of overrides that each make ``run`` fit: the largest micro-batch that fits (or, sharded, the fewest GPUs),
+    then activation checkpointing, fsdp (for a ddp run) and both, each with the largest micro-batch or the fewest
+    GPUs that fit if needed. A set that holds another is left out."""
     found: list[dict[str, str]] = []
     parallel, checkpointing = run.train.parallel, run.train.activation_checkpointing
     for mode in dict.fromkeys([parallel, "fsdp" if parallel == "ddp" else parallel]):
