@@ -71,21 +71,22 @@ def test_a_1b_point_is_told_the_largest_micro_batch_that_fits():
 
 
 # RunConfig's defaults: 4 neox blocks, d 256, 4 heads, d_ff 1024, byte vocabulary (256), 3,290,624 parameters of
-# which 3,159,552 outside the embedding and head; at micro_batch 16 x seq_len 256 = 4096 tokens; bf16 compute (a=2)
+# which 3,159,552 outside the embedding and head; at micro_batch 16 x seq_len 256 = 4096 tokens
 TOKENS, D, F, V, LAYERS, HEADS, EVERY, BODY = 4096, 256, 1024, 256, 4, 4, 3_290_624, 3_159_552
 
 
-def hand_count(sharded: bool, checkpointing: bool, shard_group: int) -> dict:
-    a = 2
-    r = 2 if sharded else 4  # residual stream: bf16 parameters under fsdp's policy, fp32 under ddp's autocast
+def hand_count(sharded: bool, checkpointing: bool, shard_group: int, a: int) -> dict:
+    """The terms for RunConfig's defaults, computing in ``a``-byte floats (2: bf16, 4: fp32)."""
+    bf16 = a == 2
+    r = 2 if sharded and bf16 else 4  # residual stream: bf16 parameters under fsdp's bf16 policy, else fp32
     block = TOKENS * (9 * a * D + 4 * HEADS + r * D + 2 * a * F)  # attention, lse; block input, GELU in and out
     chunk = TOKENS * V  # 2**27 // 256 tokens per chunk exceed the micro-batch: one chunk of all its logits
-    in_head = (4 * TOKENS * D + 4 * chunk + a * chunk  # fp32 hidden states, fp32 logits, their bf16 gradient
-               + (0 if sharded else a * V * D)  # ddp: the head's bf16 copy (fsdp's parameters are bf16 already)
-               + a * V * D + 4 * V * D)  # the chunk's bf16 addition to the head's gradient and its fp32 cast
+    in_head = (4 * TOKENS * D + 4 * chunk + (2 * chunk if bf16 else 0)  # fp32 hidden, fp32 logits, bf16 gradient
+               + (2 * V * D if bf16 and not sharded else 0)  # ddp: the head's bf16 copy (fsdp's is bf16 already)
+               + (2 * V * D + 4 * V * D if bf16 else 4 * V * D))  # the chunk's addition to the head's gradient
     terms = {
         "states": 16 * EVERY / shard_group,
-        "copies": a * ((EVERY - BODY) + 2 * BODY / LAYERS) if sharded else a * BODY,
+        "copies": a * ((EVERY - BODY) + 2 * BODY / LAYERS) if sharded else (2 * BODY if bf16 else 0),
         "blocks": LAYERS * (TOKENS * r * D if checkpointing else block),
         "head": TOKENS * 4 * D + 4 * V * D + TOKENS * r * D,  # fp32 d hidden, fp32 d head, the final norm's input
         "transient": max(block * (2 if checkpointing else 1), in_head),
@@ -94,15 +95,18 @@ def hand_count(sharded: bool, checkpointing: bool, shard_group: int) -> dict:
     return terms
 
 
-@pytest.mark.parametrize("parallel, checkpointing, gpus", [("ddp", False, 1), ("fsdp", True, 2), ("hsdp", False, 2)])
-def test_the_estimate_of_a_small_config_equals_the_hand_count_term_by_term(parallel, checkpointing, gpus):
-    run = with_train(RunConfig(), parallel=parallel, activation_checkpointing=checkpointing)
+@pytest.mark.parametrize("parallel, checkpointing, gpus, precision", [
+    ("ddp", False, 1, "bf16"), ("ddp", True, 1, "fp32"), ("fsdp", True, 2, "bf16"), ("hsdp", False, 2, "fp32")])
+def test_the_estimate_of_a_small_config_equals_the_hand_count_term_by_term(parallel, checkpointing, gpus, precision):
+    run = with_train(RunConfig(), parallel=parallel, activation_checkpointing=checkpointing, precision=precision)
     est = memory.estimate(run, Gpus(per_node=gpus))
-    assert est.total > 0 and dataclasses.asdict(est) == pytest.approx(
-        hand_count(parallel != "ddp", checkpointing, 1 if parallel == "ddp" else gpus), rel=1e-12)
-    if parallel == "ddp":  # the numbers themselves, once
+    group = 1 if parallel == "ddp" else gpus
+    want = hand_count(parallel != "ddp", checkpointing, group, 2 if precision == "bf16" else 4)
+    assert est.total > 0 and dataclasses.asdict(est) == pytest.approx(want, rel=1e-12)
+    if (parallel, precision) == ("ddp", "bf16"):  # the numbers themselves, once
         assert (est.states, est.copies, est.blocks, est.head, est.transient) == \
             (52_649_984, 6_319_104, 159_645_696, 8_650_752, 39_911_424)
+        assert memory.estimate(with_train(run, precision="auto"), Gpus()) == est  # auto: bf16 on a GPU
 
 
 def test_fsdp_shards_over_every_gpu_of_the_job_and_hsdp_over_one_node():
