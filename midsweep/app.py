@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> dict:
 
 def log_to(train_log: Path, rank: int) -> logging.Handler | None:
     """One writer per file: rank 0 appends the run's log to ``train_log`` (the handler returned, for removal);
-    every other rank of the job writes no file, Hydra's job log included, and sends only its warnings and errors
+    every other rank of the job writes to no log file (Hydra's job log included) and sends only its warnings and errors
     to stderr, which SLURM keeps per task."""
     root = logging.getLogger()
     if rank == 0:
