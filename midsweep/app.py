@@ -22,6 +22,7 @@ from midsweep.config import ConfigError, to_run_config
 from midsweep.data.sources import DataSourceError
 from midsweep.data.tokenizers import TokenizerError
 from midsweep.launch import distributed, preemption
+from midsweep.train.agreement import RanksDisagree
 from midsweep.train.results import closing_lines
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,15 @@ def main(cfg: DictConfig) -> dict:
         from midsweep.train.loop import train  # imports torch and accelerate: after validation
 
         run.run_dir().mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(run.run_dir() / rundir.TRAIN_LOG)
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-        logging.getLogger().addHandler(handler)
+        handler = log_to(run.run_dir() / rundir.TRAIN_LOG, rank=int(os.environ.get("RANK", "0")))
         summary = train(run, list(HydraConfig.get().overrides.task), interrupt)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if handler is not None:
             for line in closing_lines(summary, run.run_dir()):
                 log.info(line)
         return summary
     # the user's to fix (bad value, locked run, missing dataset/tokenizer/shards, full disk): the message, not a
     # traceback. In a local sweep this ends the sweep: its next runs would mostly fail the same way.
-    except (rundir.RunLocked, rundir.DiskFull, ConfigError, DataSourceError, TokenizerError) as err:
+    except (rundir.RunLocked, rundir.DiskFull, ConfigError, DataSourceError, TokenizerError, RanksDisagree) as err:
         sys.exit(f"midsweep-train: {err}")
     except KeyboardInterrupt:  # Ctrl-C: the run said where it stopped and how to resume; a sweep stops too
         st = rundir.read_status(run.run_dir()) or {}
@@ -68,6 +67,26 @@ def main(cfg: DictConfig) -> dict:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+
+
+def log_to(train_log: Path, rank: int) -> logging.Handler | None:
+    """One writer per file: rank 0 appends the run's log to ``train_log`` (the handler returned, for removal);
+    every other rank of the job writes to no log file (Hydra's job log included) and sends only its warnings and errors
+    to stderr, which SLURM keeps per task."""
+    root = logging.getLogger()
+    if rank == 0:
+        handler = logging.FileHandler(train_log)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        root.addHandler(handler)
+        return handler
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.WARNING)
+    errors.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] %(message)s"))
+    root.addHandler(errors)
+    return None
 
 
 def cli() -> None:

@@ -22,3 +22,25 @@ def flip_bytes(path: Path, n: int = 64) -> None:
         chunk = f.read(n)
         f.seek(-len(chunk), 1)
         f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def train_ranks(*overrides: str, world: int = 2, hydra_dir: Path, timeout: int = 600) -> list[tuple[int, str, str]]:
+    """Run ``python -m midsweep.train`` as ``world`` gloo CPU ranks on this machine (env://, as torchrun sets it);
+    (returncode, stdout, stderr) of each rank. No GPU is visible to them (pass train.device=cpu): two ranks on one
+    GPU would wait for each other forever in NCCL. ``${oc.env:LOCAL_RANK}`` in an override is the rank's own."""
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                   CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen([sys.executable, "-m", "midsweep.train", *overrides,
+                                       f"hydra.run.dir={hydra_dir}/h{rank}"], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]

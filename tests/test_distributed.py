@@ -3,36 +3,18 @@
 The ranks are CPU processes even where a GPU is visible (two ranks on one GPU would wait for each other
 forever in NCCL): train.device=cpu and no visible GPU for the subprocesses."""
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
-from runner import REPO, train_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from runner import train_cli, train_ranks
 
 
 @pytest.mark.slow
 def test_two_ranks_match_one_rank(tmp_path):
     common = ["experiment=nano_test", "train.micro_batch=4", "train.global_batch=8", "train.device=cpu"]
     train_cli(*common, f"train.out_dir={tmp_path / 'one'}")
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        procs.append(subprocess.Popen([sys.executable, "-m", "midsweep.train", *common,
-                                       f"train.out_dir={tmp_path / 'two'}", f"hydra.run.dir={tmp_path}/h{rank}"],
-                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    ranks = train_ranks(*common, f"train.out_dir={tmp_path / 'two'}", hydra_dir=tmp_path)
+    assert all(code == 0 for code, _, _ in ranks), ranks
     (one,) = [p for p in (tmp_path / "one").iterdir() if p.name != "_hydra"]
     (two,) = [p for p in (tmp_path / "two").iterdir() if p.name != "_hydra"]
     assert one.name == two.name  # the rank count is not part of the run's identity

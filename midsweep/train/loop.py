@@ -26,7 +26,7 @@ from midsweep.data.tokenizers import TokenizerError
 from midsweep.data.sampler import MixtureSampler
 from midsweep.model import build_model, count_params, flops_per_token
 from midsweep.schedules import LRSchedule, MixtureSchedule
-from midsweep.train import checkpoint
+from midsweep.train import agreement, checkpoint
 from midsweep.train.async_save import CheckpointWriter
 from midsweep.train.batches import loss_sum, make_batch, to_tensors
 from midsweep.train.evaluate import heldout_loss
@@ -63,13 +63,16 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=cpu)
     run_dir = run.run_dir()
     with _hold(run_dir, accelerator, run.train.wait_for_lock):
-        if (rundir.read_status(run_dir) or {}).get("status") == "done":
+        before = (rundir.read_status(run_dir) or {}).get("status")
+        # rank 0's word, so that no rank trains alone; a collective before rank 0 writes the status anew
+        if _any_rank(accelerator, accelerator.is_main_process and before == "done"):
             log.info("run %s is done already; nothing to do", run_dir)
             return rundir.read_summary(run_dir) or {}
-        return _train(run, overrides, interrupt, accelerator, precision)
+        return _train(run, overrides, interrupt, accelerator, precision, before)
 
 
-def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: Accelerator, precision: str) -> dict:
+def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: Accelerator, precision: str,
+           before: str | None) -> dict:
     """The run, its directory held. From here on every failure ends with status ``failed``, its step and reason."""
     run_dir = run.run_dir()
     rec = RunRecorder(run_dir, accelerator.is_main_process)
@@ -172,6 +175,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         # ---- resume: from the newest checkpoint that loads, the records cut back to it (rows stay unique)
         step, wall = 0, 0.0
         found = checkpoint.load_latest(run_dir)
+        agreement.agree(agreement.View.of(run_dir, before, found[0] if found else None, sharing.publish_steps))
         if found:
             step, ckpt = found
             _check_same_data(ckpt["state"].get("data") or {}, content, step, run_dir, sharing.record)
@@ -283,7 +287,8 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
                "metrics up to this step are kept")
         raise
     # the user's to fix, as the message says: rerunning as is does not help
-    except (DataChanged, rundir.CorruptCheckpoint, ConfigError, DataSourceError, TokenizerError) as err:
+    except (DataChanged, rundir.CorruptCheckpoint, ConfigError, DataSourceError, TokenizerError,
+            agreement.RanksDisagree) as err:
         failed(str(err))
         raise
     except KeyboardInterrupt:  # Ctrl-C in set-up, or twice: stopped now, the steps since the last checkpoint are lost

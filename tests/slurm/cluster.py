@@ -15,15 +15,16 @@ SCRIPTS = REPO / "scripts" / "local_slurm"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def wait_for(what, timeout: float, every: float = 0.5, why: str = ""):
-    """Poll ``what()`` until it returns something truthy; fail with the queue's state after ``timeout`` s."""
+def wait_for(what, timeout: float, every: float = 0.5, why: str = "", env: dict = ENV):
+    """Poll ``what()`` until it returns something truthy; fail with the queue's state after ``timeout`` s (the
+    queue of the cluster that ``env``'s SLURM_CONF names)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = what()
         if got:
             return got
         time.sleep(every)
-    queue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
+    queue = subprocess.run(["squeue"], capture_output=True, text=True, env=env).stdout
     raise AssertionError(f"timed out after {timeout}s waiting for {why or what}; squeue:\n{queue}")
 
 
@@ -71,15 +72,16 @@ class Run:
 
 
 class Sweep:
-    """One sweep directory (train.out_dir) that multiruns of the real engine launch into."""
+    """One sweep directory (train.out_dir) that multiruns of the real engine launch into, on the cluster that
+    ``env`` names (SLURM_CONF; the single-node one by default)."""
 
-    def __init__(self, out: Path):
-        self.out = Path(out)
+    def __init__(self, out: Path, env: dict = ENV):
+        self.out, self.env = Path(out), env
 
     def multirun(self, *overrides: str, timeout: float = 360) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "midsweep.train", "-m", "hydra/launcher=slurm_local",
                f"train.out_dir={self.out}", *overrides]
-        out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
         assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}"
         return out
 
