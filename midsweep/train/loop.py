@@ -30,6 +30,7 @@ from midsweep.train import checkpoint
 from midsweep.train.async_save import CheckpointWriter
 from midsweep.train.batches import loss_sum, make_batch, to_tensors
 from midsweep.train.evaluate import heldout_loss
+from midsweep.train.parallel import Parallel
 from midsweep.train.sharing import ParentFailed, Sharing
 from midsweep.train.progress import Progress
 from midsweep.train.results import RunRecorder, losses_by_event
@@ -118,9 +119,10 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
     writer = CheckpointWriter()
 
     def save() -> None:  # in the background; every exit below waits for it
+        weights, moments = parallel.state_dicts(raw, optimizer)  # every rank: a sharded model gathers to rank 0
         if accelerator.is_main_process:
             at = step
-            writer.save(run_dir, at, raw.state_dict(), optimizer.state_dict(),
+            writer.save(run_dir, at, weights, moments,
                         {"step": at, "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
                          "wall_time_s": wall, "data": content}, run.train.keep_last, pinned,
                         then=lambda: sharing.publish(at))  # before pruning: a publish step is not pinned
@@ -153,12 +155,13 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         model = build_model(run.model, vocab)
         if run.train.init_from:
             model.load_state_dict(checkpoint.init_weights(run.train.init_from))
-        optimizer = _adamw(model, run, accelerator.device.type == "cuda")
-        model, optimizer = accelerator.prepare(model, optimizer)
-        raw = accelerator.unwrap_model(model)
         compile_mode = run.train.compiled
-        if compile_mode:
-            model = torch.compile(model, mode=compile_mode)
+        parallel = Parallel(run.train, accelerator, precision)
+        model = parallel.wrap(model, compile_mode)  # sharded in place under fsdp/hsdp: the optimizer comes after
+        optimizer = _adamw(model, run, accelerator.device.type == "cuda")
+        model, optimizer = parallel.prepare(model, optimizer)
+        raw = parallel.unwrap(model)
+        model = parallel.compile(model, compile_mode)
         params = count_params(raw)
         fpt = flops_per_token(run.model, vocab)
 
@@ -175,8 +178,7 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
         if found:
             step, ckpt = found
             _check_same_data(ckpt["state"].get("data") or {}, content, step, run_dir, sharing.record)
-            raw.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            parallel.load_state_dicts(raw, optimizer, ckpt["model"], ckpt["optimizer"])
             sampler.load_state(ckpt["state"]["sampler"])
             torch.set_rng_state(ckpt["state"]["torch_rng"])
             wall = float(ckpt["state"]["wall_time_s"])
@@ -232,12 +234,11 @@ def _train(run: RunConfig, overrides: list[str] | None, interrupt, accelerator: 
             counted = accelerator.reduce(m.sum().double(), reduction="sum")
             loss_total = torch.zeros((), dtype=torch.float64, device=accelerator.device)
             for i, part in enumerate(micro):
-                sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
+                with parallel.no_sync(model, i == len(micro) - 1), accelerator.autocast():
                     loss = loss_sum(model, x[part], y[part], m[part], compile_mode) * world / counted
                     accelerator.backward(loss)
                 loss_total += loss.detach().double() / world
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), run.optim.grad_clip or float("inf"))
+            grad_norm = parallel.clip_grad_norm_(model, run.optim.grad_clip or float("inf"))
             first_bad = torch.where(torch.isfinite(loss_total), first_bad, first_bad.clamp(max=step))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
