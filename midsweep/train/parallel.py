@@ -12,8 +12,8 @@ returning a plain tensor, and ``unwrap`` for the module whose state dicts are sa
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -28,7 +28,8 @@ from torch.distributed.tensor import DTensor
 from midsweep.config import ConfigError, Problem
 from midsweep.config.train import TrainConfig
 
-log = logging.getLogger(__name__)
+# The root returns the output matrix as a view (its real vocabulary rows), which the loss only reads
+warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
 
 
 class Parallel:
