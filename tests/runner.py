@@ -22,3 +22,32 @@ def flip_bytes(path: Path, n: int = 64) -> None:
         chunk = f.read(n)
         f.seek(-len(chunk), 1)
         f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+class _Nothing:
+    """The prefix sharing and TrainState a bare checkpoint needs: no prefixes, a state of its step only."""
+
+    def __init__(self, step: int = 0):
+        self.step = step
+
+    def saves(self, step: int) -> bool:
+        return False
+
+    def publish(self, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+
+def save_checkpoint(run_dir: Path, step: int, model) -> Path:
+    """Checkpoint ``model`` (and a fresh AdamW) at ``step`` into ``run_dir`` as a run would; its directory."""
+    import torch
+
+    from midsweep import rundir
+    from midsweep.train import checkpoint
+
+    ckpt = checkpoint.Checkpointer(run_dir, 0, 1, {step}, _Nothing(), main=True)
+    ckpt.save(step, model, torch.optim.AdamW(model.parameters()), _Nothing(step))
+    ckpt.wait()
+    return rundir.checkpoint_dir(run_dir, step)

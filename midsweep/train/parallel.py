@@ -7,7 +7,8 @@ plugin is not used (on CPU it falls back to DDP, so it could not be tested witho
 devices, autocast and DDP. ``train.activation_checkpointing`` recomputes each block in the backward, in every mode.
 
 The loop's step code is the same for every mode: ``no_sync`` for all but the last micro-batch, ``clip_grad_norm_``
-returning a plain tensor, and ``unwrap`` for the module whose state dicts are saved.
+returning a plain tensor, and ``unwrap`` for the module whose state dicts are saved (midsweep.train.checkpoint saves
+and loads a plain, DDP or sharded model alike, into any world size and mode).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from torch import nn
 from torch.distributed._composable import checkpoint
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
@@ -94,23 +94,6 @@ class Parallel:
         if self.sharded:
             return _gradient_sync_off(model)
         return self.accelerator.no_sync(model)
-
-    def state_dicts(self, raw: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-        """(model, optimizer) state dicts to save. Under fsdp/hsdp a collective: the full tensors gathered to CPU
-        on rank 0 (other ranks get empty dicts), the optimizer's state keyed by parameter name."""
-        if not self.sharded:
-            return raw.state_dict(), optimizer.state_dict()
-        return get_state_dict(raw, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def load_state_dicts(self, raw: nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict,
-                         optimizer_sd: dict) -> None:
-        """Load what ``state_dicts`` saved (every rank passes the full dicts; each keeps its shard)."""
-        if not self.sharded:
-            raw.load_state_dict(model_sd)
-            optimizer.load_state_dict(optimizer_sd)
-            return
-        set_state_dict(raw, optimizer, model_state_dict=model_sd, optim_state_dict=optimizer_sd,
-                       options=StateDictOptions(full_state_dict=True))
 
     @staticmethod
     def clip_grad_norm_(model: nn.Module, max_norm: float) -> torch.Tensor:
