@@ -40,14 +40,15 @@ class _Nothing:
         return {"step": self.step}
 
 
-def save_checkpoint(run_dir: Path, step: int, model) -> Path:
-    """Checkpoint ``model`` (and a fresh AdamW) at ``step`` into ``run_dir`` as a run would; its directory."""
+def save_checkpoint(run_dir: Path, step: int, model, optimizer=None) -> Path:
+    """Checkpoint ``model`` and ``optimizer`` (default: a fresh AdamW) at ``step`` into ``run_dir`` as a run would;
+    its directory."""
     import torch
 
     from midsweep import rundir
     from midsweep.train import checkpoint
 
     ckpt = checkpoint.Checkpointer(run_dir, 0, 1, {step}, _Nothing(), main=True)
-    ckpt.save(step, model, torch.optim.AdamW(model.parameters()), _Nothing(step))
+    ckpt.save(step, model, optimizer or torch.optim.AdamW(model.parameters()), _Nothing(step))
     ckpt.wait()
     return rundir.checkpoint_dir(run_dir, step)

@@ -13,8 +13,10 @@ from midsweep.config import ConfigError
 from midsweep.config.model import ModelConfig
 from midsweep.config.train import TrainConfig
 from midsweep.model import build_model
+from midsweep.train import checkpoint
 from midsweep.train.batches import loss_sum
 from midsweep.train.parallel import Parallel, ranks_per_node
+from runner import save_checkpoint
 
 VOCAB = 256
 CPU = types.SimpleNamespace(device=torch.device("cpu"))  # all a sharded Parallel asks of the accelerator
@@ -83,23 +85,26 @@ def test_sharded_step_equals_plain(one_rank_group, mode, monkeypatch):
         torch.testing.assert_close(full(b.grad), a.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_sharded_state_dicts_round_trip(one_rank_group):
+def test_a_sharded_checkpoint_holds_the_full_model_and_loads_sharded(one_rank_group, tmp_path):
     parallel = Parallel(TrainConfig(parallel="fsdp"), CPU, "fp32")
     model = parallel.wrap(nano())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     accumulate(model, parallel, batches())
     optimizer.step()
-    weights, moments = parallel.state_dicts(model, optimizer)
-    assert all(type(t) is torch.Tensor for t in weights.values())  # full tensors: readable without a process group
-    assert set(weights) == set(nano().state_dict())
+    path = save_checkpoint(tmp_path / "run", 1, model, optimizer)
+    weights = checkpoint.model_weights(path)  # what train.init_from and midsweep export read: no process group
+    assert list(weights) == list(nano().state_dict())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(weights[name], full(p), rtol=0, atol=0, msg=name)
 
     again = parallel.wrap(nano())
     again_opt = torch.optim.AdamW(again.parameters(), lr=1e-2)
-    parallel.load_state_dicts(again, again_opt, weights, moments)
+    checkpoint.Checkpointer(tmp_path / "run", 0, 1, {1}, None, main=True).load(1, again, again_opt)
     for (name, a), b in zip(model.named_parameters(), again.parameters()):
+        assert hasattr(b, "full_tensor")  # still sharded, each rank holding its own rows
         torch.testing.assert_close(full(b), full(a), rtol=0, atol=0, msg=name)
-        state_a, state_b = optimizer.state[a], again_opt.state[b]
-        torch.testing.assert_close(full(state_b["exp_avg_sq"]), full(state_a["exp_avg_sq"]), rtol=0, atol=0)
+        moments_a, moments_b = optimizer.state[a]["exp_avg_sq"], again_opt.state[b]["exp_avg_sq"]
+        torch.testing.assert_close(full(moments_b), full(moments_a), rtol=0, atol=0, msg=name)
 
 
 def test_hsdp_refuses_uneven_nodes(monkeypatch):
