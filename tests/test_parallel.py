@@ -5,6 +5,7 @@ second process); across ranks it is tested by tests/test_fsdp.py."""
 import contextlib
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -15,6 +16,7 @@ from midsweep.config.train import TrainConfig
 from midsweep.model import build_model
 from midsweep.train import checkpoint
 from midsweep.train.batches import loss_sum
+from midsweep.train.evaluate import heldout_loss
 from midsweep.train.parallel import Parallel, ranks_per_node
 from runner import save_checkpoint
 
@@ -113,3 +115,31 @@ def test_hsdp_refuses_uneven_nodes(monkeypatch):
         ranks_per_node(4)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert ranks_per_node(4) == 2
+
+
+class _Split:
+    """Held-out sequences of a fake domain: ``n`` sequences of random tokens."""
+
+    loss_mask = None
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def num_sequences(self, seq_len: int) -> int:
+        return self.n
+
+    def sequence(self, i: int, seq_len: int):
+        return np.random.default_rng(i).integers(0, VOCAB, seq_len + 1), None
+
+
+@pytest.mark.parametrize("n,passes", [(33, 2), (1, 1)])  # 17 and 16 sequences in batches of 16; 1 and none
+def test_every_rank_evaluates_in_as_many_forward_passes(n, passes):
+    """A sharded model gathers each block with all ranks: a rank with fewer held-out sequences still joins."""
+    model, calls = nano(), []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    for rank in range(2):
+        calls.clear()
+        ranks = types.SimpleNamespace(process_index=rank, num_processes=2, device=torch.device("cpu"),
+                                      autocast=contextlib.nullcontext, reduce=lambda t, reduction: t)
+        heldout_loss(model, _Split(n), 32, n * 32, 16, ranks)
+        assert len(calls) == passes, rank
