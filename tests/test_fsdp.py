@@ -1,8 +1,8 @@
 """Sharded training across real ranks (torchrun, gloo on CPU) trains the run that one rank trains.
 
-Two ranks with ``train.parallel=fsdp`` (with and without activation checkpointing) or ``hsdp`` (one node of two
-ranks, and two simulated nodes of one rank: two torchrun processes on localhost) against one plain rank: the same
-run id, and every training and held-out loss within 1e-3. Checkpoints cross modes and world sizes: an fsdp run
+Two ranks with ``train.parallel=fsdp`` (with and without activation checkpointing, compiled) or ``hsdp`` (one
+node of two ranks, and two simulated nodes of one rank: two torchrun processes on localhost) against one plain rank:
+the same run id, and every training and held-out loss within 1e-3. Checkpoints cross modes and world sizes: an fsdp run
 resumes on one (ddp) rank, a one-rank checkpoint resumes and a one-rank prefix forks into two fsdp ranks, and
 ``train.init_from`` and ``midsweep export`` read an fsdp checkpoint."""
 import json
@@ -93,7 +93,9 @@ def test_two_fsdp_ranks_match_one_rank(one_rank, fsdp_two):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [["train.parallel=fsdp", "train.activation_checkpointing=true"],
-                                       ["train.parallel=hsdp"]], ids=["fsdp_ac", "hsdp"])
+                                       ["train.parallel=fsdp", "train.activation_checkpointing=true",
+                                        "train.compile=true"],  # each block compiled, then sharded
+                                       ["train.parallel=hsdp"]], ids=["fsdp_ac", "fsdp_ac_compile", "hsdp"])
 def test_two_sharded_ranks_match_one_rank(one_rank, tmp_path, overrides):
     torchrun(tmp_path, *overrides)
     assert_same_losses(one_rank, run_dir(tmp_path))
