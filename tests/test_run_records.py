@@ -119,6 +119,7 @@ def test_a_second_process_on_a_running_run_names_the_holder_or_waits_for_it(nano
 # ---- failures after validation are recorded
 
 
+@pytest.mark.slow
 def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(nano, tmp_path):
     ckpt = rundir.checkpoint_dir(tmp_path / "donor", 40)
     ckpt.mkdir(parents=True)
@@ -135,6 +136,7 @@ def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(n
     assert summary["status"] == "failed" and summary["coords"]["train.init_from"] == str(tmp_path / "donor")
 
 
+@pytest.mark.slow
 def test_an_init_from_checkpoint_whose_bytes_changed_fails_the_run_naming_the_fix(nano, tmp_path):
     from midsweep.config.model import ModelConfig
     from midsweep.model import build_model

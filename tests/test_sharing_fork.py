@@ -21,6 +21,7 @@ REWARM = ("mixture=continued", "mixture.introduce_at=0.75", "optim=rewarm", "opt
 UPSAMPLE = ("mixture=upsample_end", "mixture.upsample_fraction=0.25", "~mixture.base_weights.code",
             "~mixture.base_weights.math", "mixture.base_weights.general=1.0")  # at 15
 TRUNK = ("mixture=none", "train.publish_steps=[10,15]")
+pytestmark = pytest.mark.slow  # whole training processes; the in-process fork test is in test_train_state.py
 
 
 def rows(path: Path) -> list[dict]:

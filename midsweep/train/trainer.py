@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss of a step was NaN or infinite on some rank."""
 
 
 class DataChanged(RuntimeError):
@@ -88,9 +88,13 @@ class Trainer:
         self.model, self.raw, self.optimizer = self._wrap(model)
         self.compile_mode = run.train.compiled
 
-        # ---- what is saved when, and the prefixes shared with other runs of the sweep (docs/sharing.md)
+        # ---- what is evaluated and saved when, and the prefixes shared with other runs (docs/sharing.md)
         self.total = run.total_steps
         self.boundaries = [b for b in self.schedule.boundaries() if b <= self.total]
+        every = run.eval.every_tokens // run.tokens_per_step
+        self.eval_at = {s: "every" for s in range(every, self.total + 1, every)}
+        """The steps evaluated, by event: at aligned token counts, phase ends and the end."""
+        self.eval_at |= {b: "phase_end" for b in self.boundaries} | {self.total: "final"}
         self.sharing = Sharing(run, self.run_dir, accelerator.is_main_process)
         self.checkpointer = checkpoint.Checkpointer(
             self.run_dir, run.train.checkpoint_every, run.train.keep_last,
@@ -167,9 +171,6 @@ class Trainer:
         """Resume, then train to the end or to a preemption; True when stopped by one (checkpointed)."""
         resumed = self.resume()
         run, step = self.run, self.state.step
-        every = run.eval.every_tokens // run.tokens_per_step
-        self.eval_at = {s: "every" for s in range(every, self.total + 1, every)}
-        self.eval_at |= {b: "phase_end" for b in self.boundaries} | {self.total: "final"}
         self.sharing.claim(step)
         self.sharing.publish(step)  # steps a resumed run has passed while its checkpoints are still here
         track = Tracking(run, self.rec, step if resumed else None, self.total, self.report.overrides)
