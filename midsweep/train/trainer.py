@@ -85,8 +85,10 @@ class Trainer:
             model.load_state_dict(checkpoint.init_weights(run.train.init_from))
         self.params = count_params(model)
         self.flops_per_token = flops_per_token(run.model, self.tokenizer.vocab_size)
-        self.model, self.raw, self.optimizer = self._wrap(model)
         self.compile_mode = run.train.compiled
+        self.parallel = Parallel(run.train, accelerator, report.precision)
+        """How the ranks hold the model (train.parallel): DDP, or sharded by FSDP2."""
+        self.model, self.raw, self.optimizer = self._wrap(model)
 
         # ---- what is evaluated and saved when, and the prefixes shared with other runs (docs/sharing.md)
         self.total = run.total_steps
@@ -103,11 +105,11 @@ class Trainer:
     def _wrap(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
         """The model as trained (wrapped for the devices and ranks, maybe compiled), the module whose state is
         saved, and its optimizer: the one place where the model is parallelised."""
-        self.parallel = parallel = Parallel(self.run.train, self.accelerator, self.report.precision)
-        model = parallel.wrap(model, self.run.train.compiled)  # sharded in place under fsdp/hsdp: optimizer after
+        parallel = self.parallel
+        model = parallel.wrap(model, self.compile_mode)  # sharded in place under fsdp/hsdp: the optimizer after
         optimizer = _adamw(model, self.run, self.accelerator.device.type == "cuda")
         wrapped, optimizer = parallel.prepare(model, optimizer)
-        return parallel.compile(wrapped, self.run.train.compiled), parallel.unwrap(wrapped), optimizer
+        return parallel.compile(wrapped, self.compile_mode), parallel.unwrap(wrapped), optimizer
 
     # ---- what the records say
     def tokens_by_domain(self) -> dict:
