@@ -45,6 +45,7 @@ benchmarks: install
 	$(BIN)/python benchmarks/analysis_speed.py
 	$(BIN)/python benchmarks/submit_grid.py
 	$(BIN)/python benchmarks/sharing.py
+	$(BIN)/python benchmarks/fsdp_memory.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -143,8 +143,12 @@ def cadence_costs(run, vocab: int, device: str, precision: str) -> dict:
     from accelerate import Accelerator
 
     from midsweep.data import prepare_domains
-    from midsweep.train.async_save import CheckpointWriter
+    from midsweep.data.sampler import MixtureSampler
+    from midsweep.schedules import MixtureSchedule
+    from midsweep.train.checkpoint import Checkpointer
     from midsweep.train.evaluate import heldout_loss
+    from midsweep.train.sharing import Sharing
+    from midsweep.train.state import TrainState
 
     L = run.model.seq_len
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
@@ -167,16 +171,18 @@ def cadence_costs(run, vocab: int, device: str, precision: str) -> dict:
 
     evaluate()  # warm-up (compiles the evaluation graph)
     eval_s = statistics.median(_timed(evaluate, device) for _ in range(3))
-    writer = CheckpointWriter()
+    schedule = MixtureSchedule(run)
+    sampler = MixtureSampler(schedule, {d: 1 for d in schedule.domains}, run.train.seed, run.train.global_batch)
+    state = TrainState(sampler, {})
+    raw = accelerator.unwrap_model(model)
     with tempfile.TemporaryDirectory() as tmp:
-        def submit(step):
-            writer.save(Path(tmp), step, model.state_dict(), optimizer.state_dict(), {"step": step}, 1, set())
+        writer = Checkpointer(Path(tmp), 1, 1, set(), Sharing(run, Path(tmp), main=True), main=True)
         stalls = []
         for step in range(1, 4):
             writer.wait()  # the previous write is not part of the stall
-            stalls.append(_timed(lambda step=step: submit(step), device))
+            stalls.append(_timed(lambda step=step: writer.save(step, raw, optimizer, state), device))
         stall, write = statistics.median(stalls), _timed(writer.wait, device)
-        size = sum(f.stat().st_size for f in Path(tmp).rglob("*.pt"))
+        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     return {"eval_s": eval_s, "stall_s": stall, "write_s": write, "ckpt_bytes": size}
 
 

@@ -73,7 +73,9 @@ def export(run_dir: Path, out_dir: Path, step: Optional[int] = None) -> Exported
     run = load_run(run_dir)
     step = checkpoint_steps(run_dir, [step] if step is not None else None)[-1]
     try:
-        state = checkpoint.load(rundir.checkpoint_dir(run_dir, step), with_optimizer=False)["model"]
+        state = checkpoint.model_weights(rundir.checkpoint_dir(run_dir, step))
+    except checkpoint.OldCheckpoint as err:
+        raise ExportError(str(err)) from None
     except rundir.CorruptCheckpoint as err:  # its bytes differ from what training wrote: never exported
         others = [s for s in rundir.complete_steps(run_dir) if s != step]
         fix = f"pick another step (complete checkpoints: {others})" if others else "retrain the run"

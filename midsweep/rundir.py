@@ -195,7 +195,7 @@ def stray(path: Path) -> str:
     return f"{path} is named like a run but is {kind}; ignored. Fix: remove it (a run directory is a plain directory)"
 
 
-# ---- checkpoints (their content is midsweep.train.checkpoint's)
+# ---- checkpoints (their content is midsweep.train.checkpoint's; docs/results.md)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -235,6 +235,33 @@ def mark_complete(ckpt: Path, step: int, sums: Optional[dict] = None) -> None:
     if sums is None:
         sums = {p.name: sha256_file(p) for p in sorted(Path(ckpt).iterdir()) if p.is_file() and p.name != COMPLETE}
     atomic_write_json(Path(ckpt) / COMPLETE, {"step": step, "sha256": sums})
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty directory next to ``final`` to write its content into before ``commit_dir`` (what a killed
+    writer left there is removed)."""
+    tmp = Path(final).with_name(Path(final).name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit_dir(tmp: Path, final: Path, step: Optional[int] = None, sums: Optional[dict] = None) -> None:
+    """Make the fully written directory ``tmp`` the directory ``final`` in one rename (replacing an older
+    ``final``), then, for a checkpoint (``step`` given), write its COMPLETE marker (``mark_complete``), and fsync
+    the parent so that the rename outlives a power loss. Every checkpoint a run writes and every checkpoint or
+    prefix the prefix store places is committed here: a reader sees the whole directory or none of it."""
+    final = Path(final)
+    if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if step is not None:
+        mark_complete(final, step, sums)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def checkpoint_problem(ckpt: Path, names: Optional[Iterable[str]] = None,

@@ -46,7 +46,7 @@ def builtin_at(run_dir, step):
 
     run = load_run(run_dir)
     model = build_model(run.model, 256)
-    model.load_state_dict(checkpoint.load(rundir.checkpoint_dir(run_dir, step), with_optimizer=False)["model"])
+    model.load_state_dict(checkpoint.model_weights(rundir.checkpoint_dir(run_dir, step)))
     return model.eval()
 
 
@@ -95,9 +95,9 @@ def test_export_errors_name_the_fix(runs, tmp_path):
 @pytest.mark.slow
 def test_export_refuses_a_checkpoint_whose_bytes_changed(runs, tmp_path):
     run = shutil.copytree(runs["neox"], tmp_path / runs["neox"].name)  # copies: the fixture's files stay intact
-    flip_bytes(rundir.checkpoint_dir(run, 5) / "model.pt")
-    with pytest.raises(SystemExit, match=r"step_00000005 is corrupt \(checksum mismatch in model.pt\): not exported\. "
-                                         r"Fix: pick another step \(complete checkpoints: \[10\]\)"):
+    flip_bytes(rundir.checkpoint_dir(run, 5) / "__0_0.distcp")
+    with pytest.raises(SystemExit, match=r"step_00000005 is corrupt \(checksum mismatch in __0_0.distcp\): "
+                                         r"not exported\. Fix: pick another step \(complete checkpoints: \[10\]\)"):
         midsweep(["export", str(run), str(tmp_path / "hf"), "--step", "5"])
     assert not (tmp_path / "hf").exists()
 

@@ -1,6 +1,6 @@
 """The training loop's hot path: it waits for the device only at checks (log steps, evaluations, checkpoints),
 yet a non-finite loss is still caught at its own step and a preemption signal still ends in a complete
-checkpoint; checkpoints are written in the background from a snapshot."""
+checkpoint (the background checkpoint write is tested in test_checkpoint.py)."""
 import os
 import signal
 import subprocess
@@ -8,11 +8,8 @@ import sys
 import time
 
 import pytest
-import torch
 
 from midsweep import rundir
-from midsweep.train import checkpoint
-from midsweep.train.async_save import CheckpointWriter
 from runner import REPO, train_cli
 
 NAN = ("experiment=nano_test", "optim.lr=1e30", "optim.warmup=0", "optim.grad_clip=0")
@@ -23,6 +20,7 @@ def only_run(sweep):
     return run
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_between_checks_is_recorded_at_its_own_step(tmp_path):
     train_cli(*NAN, "train.log_every=1", f"train.out_dir={tmp_path / 'every'}", check=False)
     proc = train_cli(*NAN, "train.log_every=5", f"train.out_dir={tmp_path / 'five'}", check=False)
@@ -119,32 +117,3 @@ def test_a_stop_requested_that_first_meets_the_last_step_finishes_the_run_instea
     assert proc.wait(timeout=300) == 0
     status = rundir.read_status(only_run(tmp_path))
     assert status["status"] == "done" and status["step"] == 60
-
-
-def test_background_checkpoint_is_a_snapshot_and_complete_after_wait(tmp_path):
-    model = {"w": torch.arange(6.0)}
-    optim = {"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
-    writer = CheckpointWriter()
-    published = []
-    writer.save(tmp_path, 7, model, optim, {"step": 7, "counts": {"a": 1}}, keep_last=1, pinned=set(),
-                then=lambda: published.append(rundir.complete_steps(tmp_path)))
-    model["w"].add_(100.0)  # training goes on while the write is in flight
-    optim["state"][0]["exp_avg"].mul_(0.0)
-    writer.wait()
-    assert published == [[7]]  # ``then`` runs once the checkpoint is complete
-    saved = checkpoint.load(rundir.checkpoint_dir(tmp_path, 7))
-    assert torch.equal(saved["model"]["w"], torch.arange(6.0))
-    assert torch.equal(saved["optimizer"]["state"][0]["exp_avg"], torch.ones(3))
-    writer.save(tmp_path, 8, model, optim, {"step": 8}, keep_last=1, pinned=set())
-    writer.wait()
-    assert rundir.complete_steps(tmp_path) == [8]  # pruned after the newer one is complete
-
-
-def test_a_failed_background_write_is_raised_by_the_next_wait(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    writer = CheckpointWriter()
-    writer.save(blocker, 1, {"w": torch.ones(1)}, {}, {}, keep_last=1, pinned=set())
-    with pytest.raises(RuntimeError, match="writing a checkpoint failed"):
-        writer.wait()
-    writer.wait()  # reported once

@@ -10,7 +10,7 @@ from midsweep.config import RunConfig
 from midsweep.config.model import ModelConfig, all_params
 from midsweep.model import build_model, count_params, flops_per_token, non_embedding_params
 from midsweep.model.hf_map import from_hf
-from midsweep.train.loop import _adamw
+from midsweep.train.trainer import _adamw
 
 ARCHS = ["neox", "llama"]
 VOCAB = 250  # not a multiple of 64: exercises the padded embedding + sliced logits

@@ -110,7 +110,9 @@ def test_packing_false_batches_hold_one_padded_example_each():
 
 
 def _params(path: Path) -> dict:
-    return torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    from midsweep.train.checkpoint import model_weights
+
+    return model_weights(path)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 
 from midsweep import rundir
 from midsweep.launch import manifest
-from runner import REPO, flip_bytes, train_cli
+from runner import REPO, flip_bytes, save_checkpoint, train_cli
 
 
 def status_of(sweep: Path) -> dict:
@@ -119,10 +119,11 @@ def test_a_second_process_on_a_running_run_names_the_holder_or_waits_for_it(nano
 # ---- failures after validation are recorded
 
 
+@pytest.mark.slow
 def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(nano, tmp_path):
     ckpt = rundir.checkpoint_dir(tmp_path / "donor", 40)
     ckpt.mkdir(parents=True)
-    for name in ("model.pt", "optim.pt", "state.pt"):
+    for name in (".metadata", "__0_0.distcp", "train_state.pt"):
         (ckpt / name).write_bytes(b"not a checkpoint")
     (ckpt / rundir.COMPLETE).write_text("40")
     proc = train_cli(*nano, f"train.init_from={tmp_path / 'donor'}", check=False)
@@ -135,21 +136,19 @@ def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(n
     assert summary["status"] == "failed" and summary["coords"]["train.init_from"] == str(tmp_path / "donor")
 
 
+@pytest.mark.slow
 def test_an_init_from_checkpoint_whose_bytes_changed_fails_the_run_naming_the_fix(nano, tmp_path):
     from midsweep.config.model import ModelConfig
     from midsweep.model import build_model
-    from midsweep.train import checkpoint
 
-    state = build_model(ModelConfig(size="nano", seq_len=64), 256).state_dict()  # what nano_test loads
-    checkpoint.save(tmp_path / "donor", 40, state, {}, {"step": 40})
-    donor = rundir.checkpoint_dir(tmp_path / "donor", 40)
-    flip_bytes(donor / "model.pt")
+    donor = save_checkpoint(tmp_path / "donor", 40, build_model(ModelConfig(size="nano", seq_len=64), 256))
+    flip_bytes(donor / "__0_0.distcp")
     proc = train_cli(*nano, f"train.init_from={tmp_path / 'donor'}", check=False)
     assert proc.returncode != 0
     st = status_of(tmp_path / "sweep")
     assert st["status"] == "failed" and st["step"] == 0
     assert st["reason"] == (f"train.init_from={tmp_path / 'donor'}: checkpoint {donor} is corrupt (checksum "
-                            "mismatch in model.pt). Fix: point it at another of that run's "
+                            "mismatch in __0_0.distcp). Fix: point it at another of that run's "
                             "checkpoints (checkpoints/step_XXXXXXXX directories)")
 
 

@@ -21,6 +21,7 @@ REWARM = ("mixture=continued", "mixture.introduce_at=0.75", "optim=rewarm", "opt
 UPSAMPLE = ("mixture=upsample_end", "mixture.upsample_fraction=0.25", "~mixture.base_weights.code",
             "~mixture.base_weights.math", "mixture.base_weights.general=1.0")  # at 15
 TRUNK = ("mixture=none", "train.publish_steps=[10,15]")
+pytestmark = pytest.mark.slow  # whole training processes; the in-process fork test is in test_train_state.py
 
 
 def rows(path: Path) -> list[dict]:
@@ -95,10 +96,10 @@ def test_a_fork_equals_the_run_trained_from_scratch_bitwise(trunk, scratch, kind
 def test_a_corrupt_prefix_is_detected_retrained_and_published_again(trunk, scratch, tmp_path):
     shutil.copytree(trunk / store.STORE, tmp_path / store.STORE)  # copies: the trunk's own files stay intact
     entry = _entry(tmp_path, 10)
-    model = entry.path / store.CHECKPOINT / "model.pt"
+    model = entry.path / store.CHECKPOINT / "__0_0.distcp"
     model.write_bytes(model.read_bytes()[:-100] + b"x" * 100)
     (proc,) = train_many((tmp_path, *INTRO))
-    assert "is corrupt (checksum mismatch in checkpoint/model.pt)" in proc.stdout
+    assert "is corrupt (checksum mismatch in checkpoint/__0_0.distcp)" in proc.stdout
     assert "forking from prefix" not in proc.stdout
     forked = the_run(tmp_path, *INTRO)
     same_records(forked, scratch["intro"])
@@ -122,22 +123,22 @@ def test_a_fork_never_resumes_from_bytes_that_differ_from_what_was_written(trunk
 
     # the entry's bytes change: the fork's own step_10 holds the same inodes, so it retrains the prefix
     killed_after_its_fork_step()
-    model = _entry(tmp_path, 10).path / store.CHECKPOINT / "model.pt"
-    assert model.stat().st_ino == (fork_step / "model.pt").stat().st_ino
+    model = _entry(tmp_path, 10).path / store.CHECKPOINT / "__0_0.distcp"
+    assert model.stat().st_ino == (fork_step / "__0_0.distcp").stat().st_ino
     flip_bytes(model)
     (proc,) = train_many((tmp_path, *INTRO))
-    assert f"checkpoint {fork_step} is corrupt (checksum mismatch in model.pt)" in proc.stdout
+    assert f"checkpoint {fork_step} is corrupt (checksum mismatch in __0_0.distcp)" in proc.stdout
     assert "resuming" not in proc.stdout and "forking from prefix" not in proc.stdout
-    assert "is corrupt (checksum mismatch in checkpoint/model.pt)" in proc.stdout  # the entry is retrained
+    assert "is corrupt (checksum mismatch in checkpoint/__0_0.distcp)" in proc.stdout  # the entry is retrained
     same_records(forked, scratch["intro"])
     assert rundir.read_summary(forked)["prefix"] is None and not (forked / store.META).exists()
     # only the fork's own copy changes: it takes the prefix (republished by itself above) from the store again
     killed_after_its_fork_step()
     for f in list(fork_step.iterdir()):  # copies: inodes of its own
         Path(shutil.copy(f, f.with_name(f.name + ".copy"))).replace(f)
-    flip_bytes(fork_step / "model.pt")
+    flip_bytes(fork_step / "__0_0.distcp")
     (proc,) = train_many((tmp_path, *INTRO))
-    assert f"checkpoint {fork_step} is corrupt (checksum mismatch in model.pt)" in proc.stdout
+    assert f"checkpoint {fork_step} is corrupt (checksum mismatch in __0_0.distcp)" in proc.stdout
     assert "forking from prefix" in proc.stdout and "resuming" in proc.stdout and "from step 10" in proc.stdout
     same_records(forked, scratch["intro"])
 

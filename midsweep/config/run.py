@@ -26,8 +26,8 @@ from midsweep.config.train import TrainConfig
 NON_SEMANTIC = {
     "name", "train.out_dir", "train.progress", "train.log_every", "train.checkpoint_every", "train.keep_last",
     "train.pin_steps", "train.share_prefixes", "train.publish_steps", "train.device", "train.compile",
-    "train.compile_mode", "train.wait_for_lock", "train.deterministic", "eval.batch", "data.cache_dir",
-    "data.vocab_size", "logger",
+    "train.compile_mode", "train.wait_for_lock", "train.deterministic", "train.parallel",
+    "train.activation_checkpointing", "eval.batch", "data.cache_dir", "data.vocab_size", "logger",
 }
 
 RUN_ID_VERSION = "midsweep-run-id-2"

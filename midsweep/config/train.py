@@ -67,7 +67,9 @@ class TrainConfig:
     """How ranks share the work: ``ddp`` (every rank holds the whole model and optimizer; gradients averaged),
     ``fsdp`` (FSDP2: parameters, gradients and optimizer states sharded over all ranks, each block gathered for
     its forward and backward; under ``precision=bf16`` bf16 parameters with fp32 gradient reduction) or ``hsdp``
-    (sharded within a node, replicated across nodes). Checkpoints load into any world size and either mode."""
+    (sharded within a node, replicated across nodes). Checkpoints load into any world size and either mode.
+    Neither changes the run id. With ``compile`` under fsdp/hsdp each block is compiled on its own; one process
+    alone (no torchrun/SLURM ranks) trains unsharded."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward instead of keeping them: about a third more compute
     for activation memory of one block per layer boundary (what lets 1-7B models fit their micro-batch)."""

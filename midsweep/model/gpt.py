@@ -143,6 +143,10 @@ class GPT(nn.Module):
         """Modules whose parameters count as embedding (not counted in non-embedding params)."""
         return [self.embed, self.lm_head]
 
+    def block_modules(self) -> list[nn.Module]:
+        """The Transformer blocks, in order: the units of sharding and activation checkpointing."""
+        return list(self.blocks)
+
     def forward(self, input_ids: torch.Tensor, hidden: bool = False):
         """Logits, or with ``hidden=True`` (final hidden states [B, T, D], output matrix [vocab_size, D]) for
         a loss that never materialises the logits (midsweep.model.loss)."""

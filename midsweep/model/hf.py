@@ -45,6 +45,10 @@ class HFCausalLM(nn.Module):
     def embedding_modules(self) -> list[nn.Module]:
         return [self.model.get_input_embeddings(), self.model.get_output_embeddings()]
 
+    def block_modules(self) -> list[nn.Module]:
+        """The decoder layers, in order (GPTNeoX and Llama both keep them as ``base_model.layers``)."""
+        return list(self.model.base_model.layers)
+
     def forward(self, input_ids: torch.Tensor, hidden: bool = False):
         if hidden:  # the base model's output is after the final norm; the head has no bias (GPTNeoX, Llama)
             states = self.model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state

@@ -191,7 +191,7 @@ def publish(store: Path, static: str, step: int, key: str, checkpoint: Path, met
                 raise rundir.CorruptCheckpoint(f"checkpoint {checkpoint} is corrupt ({changed})")
             rundir.atomic_write_json(tmp / META, {**meta, "static": static, "step": step, "key": key,
                                                   "sha256": sums, "published": rundir.utc_now()})
-            os.rename(tmp, final)
+            rundir.commit_dir(tmp, final)  # the entry is complete once it has its name: META is inside already
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         waiting = _waiting(claimed)
@@ -229,16 +229,10 @@ def remove(entry_or_path) -> None:
 def link_checkpoint(entry: Entry, dest: Path) -> None:
     """Place the entry's checkpoint at ``dest`` (a run's checkpoints/step_XXXXXXXX), complete-marked last with the
     entry's checksums: the run checks its files against them like against those of a checkpoint it wrote."""
-    dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = rundir.staging_dir(dest)
     for f in sorted((entry.path / CHECKPOINT).iterdir()):
         _link_or_copy(f, tmp / f.name)
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    rundir.mark_complete(dest, entry.step, _checkpoint_sums(entry.meta["sha256"]))
+    rundir.commit_dir(tmp, dest, entry.step, _checkpoint_sums(entry.meta["sha256"]))
 
 
 def rows(entry: Entry, name: str) -> list[dict]:

@@ -1,9 +1,16 @@
-"""Atomic checkpoints: write a temporary directory, rename it, then mark it complete with its files' checksums.
+"""The one checkpointer: what a checkpoint holds, which steps get one, its atomic commit and its background write.
 
-Where checkpoints live, which count and how their checksums are recorded and checked (``rundir.checkpoint_dir``,
-the ``COMPLETE`` marker) is ``midsweep.rundir``'s; this module writes and reads their content (model.pt, optim.pt,
-state.pt). A partial, unreadable or changed checkpoint is never loaded: ``load`` refuses it, ``load_latest``
-skips it with a warning, so a kill at any moment leaves the previous one usable.
+A checkpoint (``checkpoints/step_XXXXXXXX``, docs/results.md) holds the model and optimizer as a sharded
+``torch.distributed.checkpoint`` (DCP: ``.metadata`` and ``__<rank>_<n>.distcp`` files, written by every rank,
+each tensor once), the ``TrainState`` in ``train_state.pt`` (rank 0) and the ``COMPLETE`` marker with every file's
+sha256 (``rundir.commit_dir``, which the prefix store uses too). State dicts come from
+``torch.distributed.checkpoint.state_dict.get_state_dict``, so a plain, a DDP-wrapped and an FSDP2-sharded model
+are saved and loaded alike, and a checkpoint written at any world size and mode loads at any other: each rank
+reads only the tensors (or shards) it holds. ``init_weights`` reads a checkpoint's full model on CPU without a
+process group (``train.init_from``, ``midsweep export``).
+
+A partial, changed or unreadable checkpoint is never loaded: its checksums are checked first, and a resume falls
+back to the previous checkpoint, so a kill at any moment leaves the previous one usable.
 """
 from __future__ import annotations
 
@@ -11,81 +18,218 @@ import errno
 import logging
 import os
 import shutil
+import threading
+import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from midsweep import rundir
+from midsweep.train.sharing import Sharing
+from midsweep.train.state import TrainState
 
 log = logging.getLogger(__name__)
+# without a process group DCP saves and loads in this process, as meant, but warns at every call
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 FULL_BELOW = 1 << 20
 """Bytes free under which a failed checkpoint write is put down to a full file system."""
 
-MODEL, OPTIMIZER, STATE = "model.pt", "optim.pt", "state.pt"
+STATE = "train_state.pt"
+"""The TrainState (rank 0's), next to the DCP files of the model (``model.*``) and optimizer (``optim.*``)."""
+METADATA = ".metadata"
+"""DCP's index of a checkpoint: which file holds which tensor (shard)."""
+OLD_MODEL = "model.pt"
+"""The full model file of an older midsweep's checkpoint (with optim.pt and state.pt): not read any more."""
 
 
-def save(run_dir: Path, step: int, model: dict, optimizer: dict, state: dict) -> Path:
-    final = rundir.checkpoint_dir(run_dir, step)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        torch.save(model, tmp / MODEL)
-        torch.save(optimizer, tmp / OPTIMIZER)
-        torch.save(state, tmp / STATE)
-    except BaseException as err:
-        _discard(tmp, err)
-        raise
-    if final.exists():  # re-saving the same step (e.g. after a resume): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    rundir.mark_complete(final, step)
-    _fsync_dir(final.parent)
-    return final
+class OldCheckpoint(ValueError):
+    """A checkpoint in the format of an older midsweep (full ``model.pt``/``optim.pt``/``state.pt`` files)."""
+
+
+def _refuse_old(path: Path) -> None:
+    if (path / OLD_MODEL).exists() and not (path / METADATA).exists():
+        raise OldCheckpoint(
+            f"checkpoint {path} was written by an older midsweep (model.pt, optim.pt, state.pt); this one reads "
+            "sharded checkpoints (.metadata, *.distcp) only. Fix: retrain the run (delete its checkpoints/ "
+            "directory), or resume or export it with the midsweep version that wrote it")
+
+
+def _check(path: Path) -> None:
+    """Raise CorruptCheckpoint or OldCheckpoint unless ``path``'s files are a checkpoint as written."""
+    _refuse_old(path)
+    problem = rundir.checkpoint_problem(path)
+    if problem is None and not (path / METADATA).is_file():
+        problem = f"{METADATA} missing"
+    if problem is not None:
+        raise rundir.CorruptCheckpoint(f"checkpoint {path} is corrupt ({problem})")
+
+
+class Checkpointer:
+    """Saves and loads one run's checkpoints; every rank makes the same calls in the same order.
+
+    Cadence: a step is saved when it is periodic (``train.checkpoint_every``), pinned (phase boundaries,
+    ``train.pin_steps``, the last step) or a prefix a fork needs (``Sharing.saves``); after a save the newest
+    ``train.keep_last`` periodic checkpoints stay, pinned ones always. A save copies the state to CPU memory
+    and writes it in a background thread (collectives on a gloo group of its own, never interleaved with the
+    training's); at most one write is in flight, and ``wait`` joins it and raises its error."""
+
+    def __init__(self, run_dir: Path, every: int, keep_last: int, pinned: set[int], prefixes: Sharing, main: bool):
+        """``every``, ``keep_last``: train.checkpoint_every and train.keep_last; ``pinned``: the steps always
+        saved and kept; ``main``: whether this is rank 0 (it writes the TrainState and commits)."""
+        self.run_dir, self.main, self.prefixes = Path(run_dir), main, prefixes
+        self.every, self.keep_last, self.pinned = every, keep_last, set(pinned)
+        self.group = dist.new_group(backend="gloo") if dist.is_initialized() else None
+        self._stager = DefaultStager(StagingOptions(False, False, False, False))  # a blocking copy to CPU
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    # ---- cadence
+    def periodic(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def due(self, step: int) -> bool:
+        """Whether the loop saves ``step``."""
+        return self.periodic(step) or step in self.pinned or self.prefixes.saves(step)
+
+    # ---- saving
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+        """Checkpoint ``step``: the state is copied now; written, committed, published (``Sharing.publish``,
+        before pruning: a publish step is not pinned) and pruned in the background."""
+        self.wait()
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        staged = self._stager.stage({"model": model_sd, "optim": optim_sd})
+        final = rundir.checkpoint_dir(self.run_dir, step)
+        tmp = final.with_name(final.name + ".tmp")
+        if self.main:
+            rundir.staging_dir(final)
+        self._barrier()  # no rank writes into the staging directory before it is fresh
+        self._thread = threading.Thread(target=self._write, name=f"checkpoint-{step}",
+                                        args=(step, staged, state.state_dict(), tmp, final))
+        self._thread.start()
+
+    def _write(self, step: int, staged: dict, state: dict, tmp: Path, final: Path) -> None:
+        try:
+            try:
+                if self.main:
+                    torch.save(state, tmp / STATE)
+                # rank 0 coordinates: its save returns after every rank's files are written and .metadata last
+                dcp.save(staged, storage_writer=dcp.FileSystemWriter(tmp), process_group=self.group,
+                         no_dist=self.group is None)
+            except BaseException as err:
+                if self.main:
+                    _discard(tmp, err)
+                raise
+            if self.main:
+                rundir.commit_dir(tmp, final, step)
+                self.prefixes.publish(step)
+                self._prune()
+        except BaseException as err:  # handed to the training thread by wait()
+            self._error = err
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Until the write in flight (if any) is on disk; its error is raised, or only logged if not
+        ``raise_error`` (when the run is failing for another reason already)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        err, self._error = self._error, None
+        if err is not None:
+            if raise_error:
+                raise RuntimeError(f"writing a checkpoint failed: {type(err).__name__}: {err}") from err
+            log.error("writing a checkpoint failed: %s: %s", type(err).__name__, err)
+
+    def _prune(self) -> None:
+        steps = rundir.complete_steps(self.run_dir)
+        for step in steps[:-self.keep_last] if self.keep_last else steps:
+            if step not in self.pinned:
+                shutil.rmtree(rundir.checkpoint_dir(self.run_dir, step), ignore_errors=True)
+
+    # ---- loading
+    def latest(self) -> Optional[int]:
+        """The newest complete checkpoint whose files are as written, as rank 0 sees it (every rank gets the
+        same answer); newer corrupt ones are skipped with a warning. An older midsweep's checkpoint is refused."""
+        found: object = None
+        if self.main:
+            for step in reversed(rundir.complete_steps(self.run_dir)):
+                path = rundir.checkpoint_dir(self.run_dir, step)
+                try:
+                    _check(path)
+                except OldCheckpoint as err:
+                    found = err
+                    break
+                except rundir.CorruptCheckpoint as err:
+                    log.warning("skipping unreadable checkpoint %s (%s)", path, err)
+                    continue
+                found = step
+                break
+        found = self._from_main(found)
+        if isinstance(found, OldCheckpoint):
+            raise found
+        return found
+
+    def read_state(self, step: int) -> dict:
+        """The TrainState saved at ``step`` (small: every rank reads it)."""
+        return torch.load(rundir.checkpoint_dir(self.run_dir, step) / STATE, map_location="cpu", weights_only=True)
+
+    def load(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Load the model and optimizer of checkpoint ``step`` (from ``latest``): each rank reads its part."""
+        model_sd, optim_sd = get_state_dict(model, optimizer)  # the layout this run holds them in
+        loaded = {"model": model_sd, "optim": optim_sd}
+        dcp.load(loaded, checkpoint_id=rundir.checkpoint_dir(self.run_dir, step), process_group=self.group,
+                 no_dist=self.group is None)
+        set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
+
+    # ---- collectives (none without a process group)
+    def _barrier(self) -> None:
+        if self.group is not None:
+            dist.barrier(group=self.group)
+
+    def _from_main(self, obj):
+        if self.group is None:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
 
 
 def _discard(tmp: Path, err: BaseException) -> None:
     """Remove a checkpoint whose write failed, freeing its space for the run's status; raise ENOSPC when the file
-    system was full (torch reports a full disk as ``RuntimeError: ... unexpected pos``, without the errno)."""
-    full = shutil.disk_usage(tmp).free < FULL_BELOW
+    system was full (torch may report a full disk without the errno)."""
+    full = shutil.disk_usage(tmp.parent).free < FULL_BELOW
     shutil.rmtree(tmp, ignore_errors=True)
     if full and not isinstance(err, OSError):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from err
 
 
-def load(path: Path, with_optimizer: bool = True) -> dict:
-    """Tensors and plain values only (``weights_only=True``): a checkpoint cannot run code. Raises
-    rundir.CorruptCheckpoint when a file to load differs from what was written."""
-    names = (MODEL, STATE, OPTIMIZER) if with_optimizer else (MODEL, STATE)
-    problem = rundir.checkpoint_problem(path, names)
-    if problem is not None:
-        raise rundir.CorruptCheckpoint(f"checkpoint {path} is corrupt ({problem})")
-    out = {"model": torch.load(path / MODEL, map_location="cpu", weights_only=True),
-           "state": torch.load(path / STATE, map_location="cpu", weights_only=True)}
-    if with_optimizer:
-        out["optimizer"] = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
-    return out
-
-
-def load_latest(run_dir: Path) -> tuple[int, dict] | None:
-    """The newest complete checkpoint that loads; corrupt ones are skipped with a warning."""
-    for step in reversed(rundir.complete_steps(run_dir)):
-        path = rundir.checkpoint_dir(run_dir, step)
-        try:
-            return step, load(path)
-        except Exception as err:  # a truncated or changed file: fall back to the previous checkpoint
-            log.warning("skipping unreadable checkpoint %s (%s: %s)", path, type(err).__name__, err)
-    return None
-
-
 def init_weights(path: str) -> dict:
-    """The model weights ``train.init_from`` names; a checkpoint whose bytes changed is refused, naming the fix."""
+    """The full model state dict of the checkpoint ``train.init_from`` names, on CPU, without a process group; a
+    checkpoint whose bytes changed is refused, naming the fix."""
     ckpt = resolve_init(path)
     try:
-        return load(ckpt, with_optimizer=False)["model"]
+        return model_weights(ckpt)
     except rundir.CorruptCheckpoint as err:
         raise rundir.CorruptCheckpoint(f"train.init_from={path}: {err}. Fix: point it at another of that run's "
                                        "checkpoints (checkpoints/step_XXXXXXXX directories)") from None
+
+
+def model_weights(path: Path) -> dict:
+    """Checkpoint ``path``'s model as one full state dict on CPU (any world size and mode wrote it); raises
+    CorruptCheckpoint when a file differs from what was written, OldCheckpoint for an older midsweep's."""
+    path = Path(path)
+    _check(path)
+    meta = dcp.FileSystemReader(path).read_metadata()
+    full = {}
+    for flat, (group, *names) in meta.planner_data.items():
+        if group == "model":
+            tensor = meta.state_dict_metadata[flat]
+            full[".".join(names)] = torch.empty(tensor.size, dtype=tensor.properties.dtype)
+    dcp.load({"model": full}, checkpoint_id=path, no_dist=True)
+    return full
 
 
 def resolve_init(path: str) -> Path:
@@ -99,19 +243,3 @@ def resolve_init(path: str) -> Path:
             f"train.init_from={path}: no complete checkpoint there. Fix: point it at a finished run directory "
             "or at one of its checkpoints/step_XXXXXXXX directories")
     return rundir.checkpoint_dir(p, step)
-
-
-def prune(run_dir: Path, keep_last: int, pinned: set[int]) -> None:
-    """Delete periodic checkpoints beyond the newest ``keep_last``; pinned steps stay."""
-    steps = rundir.complete_steps(run_dir)
-    for step in steps[:-keep_last] if keep_last else steps:
-        if step not in pinned:
-            shutil.rmtree(rundir.checkpoint_dir(run_dir, step), ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -58,6 +58,12 @@ class RunRecorder:
             rundir.atomic_write_json(self.dir / rundir.SUMMARY, {"contract": rundir.CONTRACT, **summary})
 
 
+def logs_train_row(step: int, log_every: int, total: int) -> bool:
+    """Whether step ``step`` (of ``total``) gets a train.jsonl row: every ``log_every`` steps and the last step.
+    A fork keeps its parent's row at the fork step only where this says so, so forks and scratch runs match."""
+    return step % log_every == 0 or step == total
+
+
 def losses_by_event(metrics: list[dict]) -> tuple[dict, dict]:
     """(losses of the last evaluation, {phase: losses at that phase's end}) from metrics rows."""
     final: dict = {}

@@ -18,6 +18,7 @@ from midsweep import rundir
 from midsweep.config import RunConfig
 from midsweep.sharing import slurm_jobs, store
 from midsweep.sharing.keys import Signature
+from midsweep.train.results import logs_train_row
 
 log = logging.getLogger(__name__)
 POLL_S = 5.0
@@ -116,11 +117,11 @@ class Sharing:
 
     def _seed(self, entry: store.Entry) -> None:
         """The entry's rows become this run's records and its checkpoint this run's checkpoint at its step."""
-        t, every = entry.step, self.run.train.log_every
+        t = entry.step
         metrics = [r for r in store.rows(entry, rundir.METRICS) if r["step"] < t]
         # the row at t is this run's only where its own cadence (or its end) logs one
-        train = [r for r in store.rows(entry, rundir.TRAIN_LOG_JSONL)
-                 if r["step"] < t or (r["step"] == t and (t % every == 0 or t == self.run.total_steps))]
+        at_t = logs_train_row(t, self.run.train.log_every, self.run.total_steps)
+        train = [r for r in store.rows(entry, rundir.TRAIN_LOG_JSONL) if r["step"] < t or (r["step"] == t and at_t)]
         for name, rows in ((rundir.METRICS, metrics), (rundir.TRAIN_LOG_JSONL, train)):
             rundir.atomic_write_text(self.run_dir / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         store.link_checkpoint(entry, rundir.checkpoint_dir(self.run_dir, t))
