@@ -23,6 +23,7 @@ def only_run(sweep):
     return run
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_between_checks_is_recorded_at_its_own_step(tmp_path):
     train_cli(*NAN, "train.log_every=1", f"train.out_dir={tmp_path / 'every'}", check=False)
     proc = train_cli(*NAN, "train.log_every=5", f"train.out_dir={tmp_path / 'five'}", check=False)
@@ -106,6 +107,7 @@ def test_ctrl_c_twice_in_a_sweep_stops_it_at_once_in_one_line(tmp_path):
     assert line.endswith(status["reason"])
 
 
+@pytest.mark.slow
 def test_a_stop_requested_that_first_meets_the_last_step_finishes_the_run_instead_of_requeuing_it(tmp_path):
     # one phase, log_every past the end, evaluation only at the end: after the step-0 evaluation, the only check
     # (where a stop is acted on) is the last step's

@@ -22,6 +22,7 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
     train_cli(*nano, "mixture.introduce_at=0.25", "mixture.weight=0.5")
     (run,) = run_dirs(tmp_path / "sweep")
@@ -75,6 +76,7 @@ def reference(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_rerunning_a_done_run_does_nothing(reference):
     before = (reference / "metrics.jsonl").read_text()
     proc = train_cli("experiment=nano_test", f"train.out_dir={reference.parent}")
@@ -82,6 +84,7 @@ def test_rerunning_a_done_run_does_nothing(reference):
     assert (reference / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_runs_that_differ_after_step_t_are_identical_before_it(reference, tmp_path):
     train_cli("experiment=nano_test", "mixture.introduce_at=0.75", f"train.out_dir={tmp_path}")
     (late,) = run_dirs(tmp_path)
@@ -92,6 +95,7 @@ def test_runs_that_differ_after_step_t_are_identical_before_it(reference, tmp_pa
     assert [r["loss"] for r in a if r["step"] == 30] != [r["loss"] for r in b if r["step"] == 30]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(reference, nano, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,
@@ -111,6 +115,7 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run_bitwise(reference, n
     assert final[0] == final[1]
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_reruns_without_duplicate_rows(reference, nano, tmp_path):
     sweep = tmp_path / "sweep"
     late_ckpt = [*nano, "train.checkpoint_every=0"]  # the first checkpoint is the phase boundary's (step 20)
@@ -135,6 +140,7 @@ def test_a_run_killed_before_its_first_checkpoint_reruns_without_duplicate_rows(
     assert not (run / "run.lock.json").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):
     train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
     (run,) = run_dirs(tmp_path / "sweep")
@@ -148,6 +154,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):
     assert json.loads(status.read_text())["status"] == "done"
 
 
+@pytest.mark.slow
 def test_non_finite_loss_fails_the_run_with_step_and_reason_and_keeps_metrics(nano, tmp_path):
     proc = train_cli(*nano, "optim.lr=1e30", "optim.warmup=0", "optim.grad_clip=0", check=False)
     assert proc.returncode != 0
@@ -159,6 +166,7 @@ def test_non_finite_loss_fails_the_run_with_step_and_reason_and_keeps_metrics(na
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_posttraining_phase_trains_on_the_target_with_prompts_masked(nano, tmp_path):
     train_cli(*nano, "posttrain=target", "posttrain.tokens=5120", "posttrain.lr=3e-3")
     (run,) = run_dirs(tmp_path / "sweep")
@@ -186,6 +194,7 @@ def test_a_compiled_run_trains_as_the_eager_one_and_writes_the_same_checkpoints(
     assert keys(run) == keys(reference)
 
 
+@pytest.mark.slow
 def test_a_domain_added_on_the_command_line_is_trained_and_evaluated(nano, tmp_path):
     docs = tmp_path / "legal.jsonl"
     docs.write_text("".join(json.dumps({"text": f"Clause {i}. The lessee shall return the premises within {i % 30 + 1} "

@@ -32,6 +32,7 @@ def wait_for(predicate, what: str, timeout: float = 300) -> None:
 # ---- one owner, torch-free
 
 
+@pytest.mark.slow
 def test_the_run_directory_module_and_midsweep_status_do_not_import_torch():
     code = ("import sys, midsweep.rundir, midsweep.launch.status, midsweep.launch.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'accelerate')))")
@@ -92,6 +93,7 @@ def test_concurrent_launches_into_one_sweep_keep_every_manifest_entry(tmp_path):
 # ---- one process per run directory
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_running_run_names_the_holder_or_waits_for_it(nano, tmp_path):
     sweep = tmp_path / "sweep"
     first = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,
@@ -119,6 +121,7 @@ def test_a_second_process_on_a_running_run_names_the_holder_or_waits_for_it(nano
 # ---- failures after validation are recorded
 
 
+@pytest.mark.slow
 def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(nano, tmp_path):
     ckpt = rundir.checkpoint_dir(tmp_path / "donor", 40)
     ckpt.mkdir(parents=True)
@@ -135,6 +138,7 @@ def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(n
     assert summary["status"] == "failed" and summary["coords"]["train.init_from"] == str(tmp_path / "donor")
 
 
+@pytest.mark.slow
 def test_an_init_from_checkpoint_whose_bytes_changed_fails_the_run_naming_the_fix(nano, tmp_path):
     from midsweep.config.model import ModelConfig
     from midsweep.model import build_model
@@ -153,6 +157,7 @@ def test_an_init_from_checkpoint_whose_bytes_changed_fails_the_run_naming_the_fi
                             "checkpoints (checkpoints/step_XXXXXXXX directories)")
 
 
+@pytest.mark.slow
 def test_a_data_failure_fails_the_run_naming_the_domain(nano, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({"content": f"document {i} " * 20}) + "\n" for i in range(300)))
@@ -162,6 +167,7 @@ def test_a_data_failure_fails_the_run_naming_the_domain(nano, tmp_path):
     assert st["status"] == "failed" and st["step"] == 0 and "domain 'math'" in st["reason"]
 
 
+@pytest.mark.slow
 def test_an_interrupt_before_the_first_step_stops_the_run_at_once_instead_of_leaving_it_running(nano, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,

@@ -77,6 +77,7 @@ def scratch(tmp_path_factory) -> dict:
     return {name: the_run(out, *over) for name, over in kinds.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,overrides,step", [("intro", INTRO, 10), ("rewarm", REWARM, 15),
                                                  ("upsample", UPSAMPLE, 15)])
 def test_a_fork_equals_the_run_trained_from_scratch_bitwise(trunk, scratch, kind, overrides, step):
@@ -92,6 +93,7 @@ def test_a_fork_equals_the_run_trained_from_scratch_bitwise(trunk, scratch, kind
     assert min(r["step"] for r in rows(forked / rundir.TRAIN_LOG_JSONL) if r["step"] > step) == step + 5
 
 
+@pytest.mark.slow
 def test_a_corrupt_prefix_is_detected_retrained_and_published_again(trunk, scratch, tmp_path):
     shutil.copytree(trunk / store.STORE, tmp_path / store.STORE)  # copies: the trunk's own files stay intact
     entry = _entry(tmp_path, 10)
@@ -107,6 +109,7 @@ def test_a_corrupt_prefix_is_detected_retrained_and_published_again(trunk, scrat
     assert store.problem(again) is None and again.meta["run_id"] == forked.name  # republished by the fork
 
 
+@pytest.mark.slow
 def test_a_fork_never_resumes_from_bytes_that_differ_from_what_was_written(trunk, scratch, tmp_path):
     shutil.copytree(trunk / store.STORE, tmp_path / store.STORE)
     train_many((tmp_path, *INTRO))
@@ -148,6 +151,7 @@ def _entry(sweep: Path, step: int) -> store.Entry:
     return next(e for e in store.entries(sweep / store.STORE, meta["static"]) if e.step == step)
 
 
+@pytest.mark.slow
 def test_a_fork_waits_for_the_run_publishing_its_prefix_then_uses_it(trunk, scratch, tmp_path):
     entry = _entry(trunk, 10)
     parent = tmp_path / "0123456789ab"
@@ -170,6 +174,7 @@ def test_a_fork_waits_for_the_run_publishing_its_prefix_then_uses_it(trunk, scra
     same_records(log.parent, scratch["intro"])
 
 
+@pytest.mark.slow
 def test_a_fork_whose_parent_failed_fails_with_the_parents_reason(tmp_path):
     diverge = ("optim.lr=1e30", "optim.warmup=0", "optim.grad_clip=0")
     bad = train_cli(*BASE, *TRUNK, *diverge, f"train.out_dir={tmp_path}", check=False)
@@ -181,6 +186,7 @@ def test_a_fork_whose_parent_failed_fails_with_the_parents_reason(tmp_path):
     assert "non-finite loss" in status["reason"] and the_run(tmp_path, *TRUNK, *diverge).name in status["reason"]
 
 
+@pytest.mark.slow
 def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_forks(scratch, tmp_path):
     grid = ("mixture=none,introduce", "mixture.introduce_at=0.5,0.75")
     preview = subprocess.run([sys.executable, "-m", "midsweep.train", "-m", *BASE, *grid, f"train.out_dir={tmp_path}",

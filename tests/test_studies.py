@@ -70,6 +70,7 @@ def test_small_plasticity_window_is_in_the_papers_regime_within_its_budget(tmp_p
     assert gpu_hours(log, shared=True) <= SMALL_WINDOW_GPU_HOURS < gpu_hours(log, shared=False)
 
 
+@pytest.mark.slow
 def test_plasticity_grid_holds_its_controls_and_collapses_what_a_kind_ignores(tmp_path):
     log = preview("sweep=plasticity_window", f"train.out_dir={tmp_path}")
     # 3 kinds x 4 times x 4 weights: 16 introductions, a continued control per time, one baseline
@@ -144,11 +145,13 @@ def test_paper_profile_is_the_papers_setting():
         ("continued", "slimpajama", 0)  # all new data from step 0, no random start to refuse
 
 
+@pytest.mark.slow
 def test_preview_warns_when_a_run_repeats_a_domain(tmp_path):
     log = preview("experiment=nano_test", "posttrain=target", "posttrain.tokens=8192000", f"train.out_dir={tmp_path}")
     assert re.search(r"WARNING: 1 \(point, domain\) pair\(s\) repeat a domain more than 4 times: #0 target", log)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing, message", [
     ("tokenizer", "cannot load tokenizer 'EleutherAI/pythia-160m'"),
     ("dataset", "cannot load HF dataset"),
@@ -174,6 +177,7 @@ def test_the_configuration_reference_is_generated_from_the_dataclasses():
     assert main(["--check"]) == 0, f"{DOC} is out of date: run python -m midsweep.config_reference"
 
 
+@pytest.mark.slow
 def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(tmp_path):
     """plasticity_window at small and paper post-trains code runs on target_code and math runs on target."""
     import pandas as pd
