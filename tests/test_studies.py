@@ -102,14 +102,15 @@ def test_a_control_shared_by_two_studies_is_one_run():
 
 
 def test_rewarm_grid_has_one_no_rewarm_run_per_checkpoint_and_one_scratch_run():
+    # the re-warm LR and warmup change together (half the points to compose): what a kind ignores, it ignores both
     grid = [("sweep=rewarm", f"rewarm_arm={arm}", f"mixture.introduce_at={at}", f"optim.rewarm_lr={lr}",
              f"optim.rewarm_warmup={warmup}")
-            for arm in ("rewarm", "no_rewarm", "scratch") for at in (0.5, 0.75) for lr in (1e-3, 1e-2)
-            for warmup in (0.0, 0.05)]
+            for arm in ("rewarm", "no_rewarm", "scratch") for at in (0.5, 0.75) for lr, warmup in ((1e-3, 0.0),
+                                                                                                  (1e-2, 0.05))]
     runs = {}
     for point, run in zip(grid, run_configs([list(p) for p in grid])):
         runs.setdefault(point[1], set()).add(run.run_id())
-    assert {arm: len(ids) for arm, ids in runs.items()} == {"rewarm_arm=rewarm": 8, "rewarm_arm=no_rewarm": 2,
+    assert {arm: len(ids) for arm, ids in runs.items()} == {"rewarm_arm=rewarm": 4, "rewarm_arm=no_rewarm": 2,
                                                            "rewarm_arm=scratch": 1}
 
 
