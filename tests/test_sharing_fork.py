@@ -12,6 +12,7 @@ import pytest
 
 from midsweep import rundir
 from midsweep.sharing import store
+from midsweep.train.sharing import POLL_S
 from runner import REPO, flip_bytes, train_cli
 
 # 20 steps of 8 x 64 tokens, evaluated every 5 steps
@@ -165,7 +166,7 @@ def test_a_fork_waits_for_the_run_publishing_its_prefix_then_uses_it(trunk, scra
         while not (log.exists() and "waiting for run 0123456789ab" in log.read_text()):
             assert time.time() < deadline and proc.poll() is None, "the fork did not wait"
             time.sleep(0.5)
-        time.sleep(2 * 5.0)  # still waiting: it trains nothing meanwhile
+        time.sleep(POLL_S + 1.0)  # past its next look at the store: still waiting, it trains nothing meanwhile
         assert proc.poll() is None and not rundir.complete_steps(log.parent)
         shutil.copytree(entry.path, tmp_path / ".incoming")  # the parent publishes (one rename), then ends
         (tmp_path / ".incoming").rename(store.entry_path(tmp_path / store.STORE, entry.meta["static"], 10, entry.key))
