@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from midsweep import rundir
+from midsweep.launch import cli
 from midsweep.sharing import store
 from midsweep.train.sharing import POLL_S
 from runner import REPO, flip_bytes, train_cli
@@ -188,7 +189,7 @@ def test_a_fork_whose_parent_failed_fails_with_the_parents_reason(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_forks(scratch, tmp_path):
+def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_forks(scratch, tmp_path, capsys):
     grid = ("mixture=none,introduce", "mixture.introduce_at=0.5,0.75")
     preview = subprocess.run([sys.executable, "-m", "midsweep.train", "-m", *BASE, *grid, f"train.out_dir={tmp_path}",
                               "hydra.launcher.preview=true"], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -207,11 +208,9 @@ def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_fo
     same_records(early, scratch["intro"])
     entries = json.loads((tmp_path / "sweep_manifest.json").read_text())["runs"]
     assert entries[early.name]["prefix"]["step"] == 10 and entries[base.name]["prefix"] is None
-    table = subprocess.run([sys.executable, "-m", "midsweep.launch.cli", "status", str(tmp_path)], cwd=REPO,
-                           capture_output=True, text=True).stdout
+    assert cli.main(["status", str(tmp_path)]) == 0  # the commands as midsweep runs them, in this process
+    table = capsys.readouterr().out
     assert "fork of" in table and f"{base.name}@10" in table and f"{base.name}@15" in table
-    gc = subprocess.run([sys.executable, "-m", "midsweep.launch.cli", "gc", str(tmp_path)], cwd=REPO,
-                        capture_output=True, text=True)
-    assert gc.returncode == 0 and "removed" in gc.stdout
+    assert cli.main(["gc", str(tmp_path)]) == 0 and "removed" in capsys.readouterr().out
     assert not list((tmp_path / store.STORE).glob("*/0*"))  # every run is done: no prefix is needed any more
     assert (early / rundir.CHECKPOINTS).is_dir() and rundir.read_status(early)["status"] == "done"
