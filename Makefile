@@ -36,6 +36,8 @@ test: lint
 		echo "NOTE: not root or no apt-get: the SLURM tests (marker 'slurm') will be skipped"; fi
 	$(BIN)/python -m pytest
 
+# In-process tests only: those marked slow (they start a process or train long; tests/conftest.py) or slurm are
+# left out, and a test that starts a process without the slow marker fails.
 test-fast: lint
 	$(BIN)/python -m pytest -m "not slow and not slurm"
 

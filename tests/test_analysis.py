@@ -408,6 +408,7 @@ def test_midtraining_vs_continued_uses_the_posttrain_target_and_never_pools(tmp_
 # ---- the command line
 
 
+@pytest.mark.slow  # every analysis of a whole sweep, end to end
 def test_cli_writes_report_tables_and_figures_for_a_partial_sweep(tmp_path, tpl, capsys, figures):
     d = tmp_path / "sweep"
     written = synthetic.plasticity_sweep(d, tpl, TIMES, WEIGHTS, [0, 1], posttrain=True)

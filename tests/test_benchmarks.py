@@ -1,17 +1,21 @@
 """The benchmarks as a user meets them before anything is set up."""
 import os
-import subprocess
+import runpy
 import sys
+
+import pytest
 
 from runner import REPO
 
 
-def test_submit_grid_without_a_slurm_controller_says_in_one_line_how_to_start_one():
+def test_submit_grid_without_a_slurm_controller_says_in_one_line_how_to_start_one(monkeypatch, capsys):
     # no sbatch/scontrol on PATH, and not root (as most users): it cannot start the cluster itself
-    code = ("import os, runpy, sys; os.geteuid = lambda: 1000; sys.argv = ['submit_grid.py']; "
-            "runpy.run_path('benchmarks/submit_grid.py', run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PATH": os.path.dirname(sys.executable)})
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "no SLURM controller answers" in proc.stderr and "scripts/local_slurm/start.sh" in proc.stderr
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    monkeypatch.setattr(sys, "argv", ["submit_grid.py"])
+    with pytest.raises(SystemExit) as end:
+        runpy.run_path(str(REPO / "benchmarks" / "submit_grid.py"), run_name="__main__")
+    assert end.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "no SLURM controller answers" in err and "scripts/local_slurm/start.sh" in err

@@ -225,6 +225,7 @@ def test_removing_a_default_entry_changes_the_run_id():
     assert run.run_id() != RunConfig().run_id()
 
 
+@pytest.mark.slow
 def test_plan_imports_neither_torch_nor_a_tokenizer():
     """Previewing a grid is config arithmetic: composing, validating and planning every point loads no torch."""
     code = """

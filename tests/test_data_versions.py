@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from runner import REPO, train_cli
 
 from midsweep_analysis import columns as C
@@ -31,6 +33,7 @@ def only_run(sweep):
     return run
 
 
+@pytest.mark.slow
 def test_a_run_refuses_to_resume_on_changed_data_and_resumes_on_the_same_data_copied_anew(tmp_path):
     legal = tmp_path / "legal.jsonl"
     write(legal, DOCS)
@@ -61,6 +64,7 @@ def test_a_run_refuses_to_resume_on_changed_data_and_resumes_on_the_same_data_co
     assert rundir.read_summary(run)["data"] == rundir.read_summary(ref)["data"]
 
 
+@pytest.mark.slow
 def test_the_analysis_names_runs_that_read_different_versions_of_a_domain(tmp_path):
     legal, sweep = tmp_path / "legal.jsonl", tmp_path / "sweep"
     write(legal, DOCS)

@@ -154,6 +154,7 @@ def test_hf_backend_serves_the_hidden_interface():
         assert loss_sum(model, x, y, m).item() == pytest.approx(reference_loss_sum(model, x, y, m).item(), rel=1e-5)
 
 
+@pytest.mark.slow  # torch.compile: seconds per graph, and its compile workers are processes
 @pytest.mark.parametrize("bf16", [False, True])
 def test_compiled_chunks_equal_the_eager_chunks(bf16):
     """train.compile runs each chunk through torch.compile: the same loss and gradients, last short chunk too."""

@@ -37,9 +37,17 @@ def test_a_non_finite_loss_between_checks_is_recorded_at_its_own_step(tmp_path):
 LONG = ("experiment=nano_test", "train.tokens=30720", "eval.every_tokens=15360", "train.checkpoint_every=0")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The LONG run trained without a stop: what a stopped and resumed run must equal."""
+    sweep = tmp_path_factory.mktemp("uninterrupted")
+    train_cli(*LONG, f"train.out_dir={sweep}")
+    return only_run(sweep)
+
+
 @pytest.mark.slow
-def test_usr2_stops_at_a_check_with_a_complete_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    train_cli(*LONG, f"train.out_dir={tmp_path / 'ref'}")
+def test_usr2_stops_at_a_check_with_a_complete_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(
+        uninterrupted, tmp_path):
     sweep = tmp_path / "stopped"
     proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *LONG, f"train.out_dir={sweep}"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -54,8 +62,7 @@ def test_usr2_stops_at_a_check_with_a_complete_checkpoint_and_the_resumed_run_eq
     assert status["status"] == "requeued" and 0 < at < 60 and at % 5 == 0  # log_every=5: stops at a check
     assert rundir.complete_steps(run)[-1] == at
     train_cli(*LONG, f"train.out_dir={sweep}")
-    ref = only_run(tmp_path / "ref")
-    assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(ref / rundir.METRICS)
+    assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(uninterrupted / rundir.METRICS)
 
 
 def ctrl_c(args: list[str], sweep, times: int = 1) -> subprocess.CompletedProcess:
@@ -73,8 +80,8 @@ def ctrl_c(args: list[str], sweep, times: int = 1) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
-def test_ctrl_c_checkpoints_says_how_to_resume_in_one_line_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
-    train_cli(*LONG, f"train.out_dir={tmp_path / 'ref'}")
+def test_ctrl_c_checkpoints_says_how_to_resume_in_one_line_and_the_rerun_equals_an_uninterrupted_run(
+        uninterrupted, tmp_path):
     sweep = tmp_path / "stopped"
     proc = ctrl_c([*LONG, f"train.out_dir={sweep}"], sweep)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
@@ -86,8 +93,7 @@ def test_ctrl_c_checkpoints_says_how_to_resume_in_one_line_and_the_rerun_equals_
     assert line == f"midsweep-train: run {run.name} stopped by Ctrl-C at step {at}; rerunning the same command " \
                    "resumes from it"
     assert f"from step {at}" in train_cli(*LONG, f"train.out_dir={sweep}").stdout
-    ref = only_run(tmp_path / "ref")
-    assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(ref / rundir.METRICS)
+    assert rundir.read_jsonl(run / rundir.METRICS) == rundir.read_jsonl(uninterrupted / rundir.METRICS)
 
 
 @pytest.mark.slow
@@ -104,6 +110,7 @@ def test_ctrl_c_twice_in_a_sweep_stops_it_at_once_in_one_line(tmp_path):
     assert line.endswith(status["reason"])
 
 
+@pytest.mark.slow
 def test_a_stop_requested_that_first_meets_the_last_step_finishes_the_run_instead_of_requeuing_it(tmp_path):
     # one phase, log_every past the end, evaluation only at the end: after the step-0 evaluation, the only check
     # (where a stop is acted on) is the last step's

@@ -117,6 +117,7 @@ def test_relaunch_skips_done_runs_and_a_grown_grid_runs_only_new_points(app):
     assert all(r in manifest for r in run_dirs)
 
 
+@pytest.mark.slow
 def test_one_invalid_point_submits_nothing_and_every_error_is_listed(app):
     out = multirun(app, "w=0.5,2,3", "t=-1,0")
     assert out.returncode != 0
@@ -127,6 +128,7 @@ def test_one_invalid_point_submits_nothing_and_every_error_is_listed(app):
     assert calls(app) == []
 
 
+@pytest.mark.slow
 def test_preview_prints_the_plan_and_runs_nothing(app):
     assert multirun(app, "w=0.1", "t=0").returncode == 0
     out = multirun(app, "w=0.1,0.2", "t=0,1", "hydra.launcher.preview=true")
@@ -136,6 +138,7 @@ def test_preview_prints_the_plan_and_runs_nothing(app):
     assert len(calls(app)) == 1
 
 
+@pytest.mark.slow
 def test_a_failing_point_does_not_stop_the_others(app):
     out = multirun(app, "w=0.1,0.2,0.3", "fail_w=0.2")
     assert out.returncode != 0  # Hydra reports the failure after every point ran
@@ -167,6 +170,7 @@ def test_fast_composition_equals_hydra_composition(app):
         sys.path.remove(str(app))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["hydra.launcher.partition='debug\nhostile'",
                                       "+hydra.launcher.additional_parameters.mail_user='a@b\r#SBATCH --x=1'"])
 def test_a_control_character_in_a_launcher_field_is_refused_before_the_preview(app, override):
@@ -178,6 +182,7 @@ def test_a_control_character_in_a_launcher_field_is_refused_before_the_preview(a
     assert "job(s) to submit" not in text and calls(app) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_outside_a_run_stops_the_local_sweep_in_one_line(app):
     import signal
     import time

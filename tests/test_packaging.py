@@ -132,6 +132,7 @@ def train_help():
     return run([sys.executable, "-m", "midsweep.train", "--help"], REPO).stdout
 
 
+@pytest.mark.slow
 def test_train_help_lists_every_group_with_its_options_and_no_schema(train_help):
     for group in ALL_GROUPS:
         options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
@@ -141,6 +142,7 @@ def test_train_help_lists_every_group_with_its_options_and_no_schema(train_help)
     assert "schema" not in train_help.lower()
 
 
+@pytest.mark.slow
 def test_train_help_documents_every_field_with_its_docstring(train_help):
     from midsweep.config import RunConfig
     from midsweep.app_help import field_docs
@@ -154,6 +156,7 @@ def test_train_help_documents_every_field_with_its_docstring(train_help):
     assert field_docs(RunConfig)["name"] in words
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["midsweep.launch.cli"], ["midsweep_analysis.cli"]])
 def test_the_other_commands_help_reads_cleanly(command):
     text = run([sys.executable, "-m", *command, "--help"], REPO).stdout
@@ -162,6 +165,7 @@ def test_the_other_commands_help_reads_cleanly(command):
     assert description.rstrip().endswith(".")  # a whole sentence, not a docstring cut at its first line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["status", "gc"])
 def test_subcommand_help_describes_what_it_does(command):
     text = run([sys.executable, "-m", "midsweep.launch.cli", command, "--help"], REPO).stdout
@@ -169,6 +173,7 @@ def test_subcommand_help_describes_what_it_does(command):
     assert len(description.split()) > 10 and "``" not in description, description
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["midsweep.train"], ["midsweep.launch.cli"]])
 def test_version_is_midsweeps(command):
     from importlib import metadata
@@ -189,6 +194,7 @@ def test_the_analysis_package_imports_itself_by_relative_names():
     assert not absolute, f"absolute imports of 'analysis' at {absolute}. Fix: from . import x / from .module import y"
 
 
+@pytest.mark.slow
 def test_the_users_config_directory_replaces_shipped_options_and_files_that_do_nothing_are_named(tmp_path):
     mine, extra = tmp_path / "mine", tmp_path / "extra"
     for path, text in {mine / "data" / "cluster.yaml": "tokenizer: my-org/my-tokenizer\n",

@@ -35,6 +35,7 @@ def midsweep(*args: str, cache: Path, **env) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env=dict(os.environ, MIDSWEEP_CACHE=str(cache), **env))
 
 
+@pytest.mark.slow
 def test_prepare_builds_every_domain_of_the_training_config_then_finds_them_cached(fresh_cache):
     proc = midsweep("prepare", "--num-proc", "1", "experiment=nano_test", cache=fresh_cache)
     assert proc.returncode == 0, proc.stderr
@@ -47,6 +48,7 @@ def test_prepare_builds_every_domain_of_the_training_config_then_finds_them_cach
     prepare_domains(DataConfig(cache_dir=str(fresh_cache)), build=False)
 
 
+@pytest.mark.slow
 def test_prepare_reports_a_bad_override_in_one_line(fresh_cache):
     proc = midsweep("prepare", "data.domains.general.heldout_documents=0", cache=fresh_cache)
     assert proc.returncode != 0
@@ -93,6 +95,7 @@ def test_max_tokens_caps_what_a_streamed_source_reads(tmp_path):
     assert [p.key for p in uncapped.problems("d")] == ["d.max_tokens"]
 
 
+@pytest.mark.slow
 def test_a_multi_rank_job_with_missing_shards_fails_at_once_naming_prepare(tmp_path, fresh_cache):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

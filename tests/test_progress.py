@@ -42,6 +42,7 @@ def test_logger_settings_are_not_part_of_the_run_id_and_are_checked():
         RunConfig(logger=LoggerConfig(backend="tensorbord")).validate()
 
 
+@pytest.mark.slow
 def test_local_launcher_prints_a_sweep_line_between_runs(grid):
     _, out = grid
     assert re.search(r"sweep: 1/2 run\(s\) done, 0 failed, \S+ elapsed, ETA \d+:\d\d:\d\d", out)
@@ -53,6 +54,7 @@ def forked_at(run: Path) -> int:
     return ((rundir.read_summary(run) or {}).get("prefix") or {}).get("step", 0)
 
 
+@pytest.mark.slow
 def test_train_log_has_a_progress_line_every_log_every_steps(grid):
     sweep, _ = grid
     assert sorted(forked_at(run) for run in rundir.run_dirs(sweep)) == [0, 20]  # the grid shares its first 20 steps
@@ -62,6 +64,7 @@ def test_train_log_has_a_progress_line_every_log_every_steps(grid):
         assert [int(s) for s in lines] == [s for s in STEPS if s > forked_at(run)]
 
 
+@pytest.mark.slow
 def test_tensorboard_lists_the_runs_by_what_they_vary(grid):
     """``tensorboard --logdir <out_dir>/tensorboard`` names each run by its coordinates, not its 12-character id."""
     from tensorboard.backend.event_processing.io_wrapper import GetLogdirSubdirectories
@@ -77,6 +80,7 @@ def test_tensorboard_lists_the_runs_by_what_they_vary(grid):
     assert not rundir.strays(sweep)  # the folder of names is no run, and no problem
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("forked", [False, True])
 def test_tensorboard_events_hold_every_loss_against_steps_and_tokens(grid, forked):
     """A fork's events include its prefix's rows, which another run trained."""
@@ -103,6 +107,7 @@ def test_tensorboard_events_hold_every_loss_against_steps_and_tokens(grid, forke
     assert [phase[s] for s in STEPS] == [0 if r["phase"] == "pretrain" else 1 for r in train]
 
 
+@pytest.mark.slow
 def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, capsys):
     sweep, _ = grid
     assert cli.main(["status", str(sweep)]) == 0
@@ -123,6 +128,7 @@ def test_status_shows_varying_coordinates_step_total_and_absolute_logs(grid, cap
     assert all(r["progress"]["total_steps"] == 40 and r["progress"]["tok_per_s"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_a_run_ends_with_its_directory_and_losses_and_a_sweep_with_its_table(grid):
     sweep, out = grid
     for run in rundir.run_dirs(sweep):
@@ -137,6 +143,7 @@ def test_a_run_ends_with_its_directory_and_losses_and_a_sweep_with_its_table(gri
     assert "2 run(s): 2 done" in out
 
 
+@pytest.mark.slow
 def test_status_fits_the_terminal_and_keeps_only_what_tells_the_runs_apart(grid, tmp_path):
     from midsweep.launch import manifest, status, status_table
 
@@ -198,6 +205,7 @@ def _as_running(run: Path, age_s: float, step: int = 20) -> None:
                                                    "eta_s": 600.0, "tok_per_s": 1000.0})
 
 
+@pytest.mark.slow
 def test_status_flags_a_running_run_whose_heartbeat_is_stale(grid, tmp_path, capsys):
     sweep, _ = grid
     old, fresh = rundir.run_dirs(sweep)
@@ -215,6 +223,7 @@ def test_status_flags_a_running_run_whose_heartbeat_is_stale(grid, tmp_path, cap
     assert "sweep ETA 0:19:5" in out  # both runs' time left (the stale one's last estimate), one running
 
 
+@pytest.mark.slow
 def test_watch_refreshes_until_every_run_has_ended(grid, tmp_path):
     sweep, _ = grid
     run = rundir.run_dirs(sweep)[0]
@@ -274,6 +283,7 @@ def wandb_attempt(path: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_the_midsweep_run_and_a_requeue_continues_it_without_repeats(nano, tmp_path,
                                                                                          monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")

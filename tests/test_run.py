@@ -1,6 +1,7 @@
 """One run end to end: the results contract, resume after a kill, faults that keep finished results."""
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -23,10 +24,19 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted nano_test run (introduction at step 20), shared by the tests below; its weight is typed
+    as the shipped one, so that the summary records a command-line override."""
+    sweep = tmp_path_factory.mktemp("reference")
+    train_cli("experiment=nano_test", "mixture.weight=0.3", f"train.out_dir={sweep}")
+    (run,) = run_dirs(sweep)
+    return run
+
+
 @pytest.mark.slow
-def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
-    train_cli(*nano, "mixture.introduce_at=0.25", "mixture.weight=0.5")
-    (run,) = run_dirs(tmp_path / "sweep")
+def test_a_tiny_run_writes_the_full_results_contract(reference):
+    run = reference
     status = json.loads((run / "status.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     metrics = rows(run / "metrics.jsonl")
@@ -38,19 +48,19 @@ def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
     modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
     assert "checkpoints/step_00000040/COMPLETE" in modes and "run.lock" in modes
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
-    # evaluation at aligned token counts: init, every 5120 tokens (10 steps), the phase end at step 10, the end
+    # evaluation at aligned token counts: init, every 5120 tokens (10 steps), the phase end at step 20, the end
     assert sorted({r["tokens"] for r in metrics}) == [0, 5120, 10240, 15360, 20480]
     assert {r["domain"] for r in metrics} == {"general", "code", "math", "target"}
     assert {r["event"] for r in metrics} == {"init", "every", "phase_end", "final"}
-    assert [r["phase"] for r in metrics if r["step"] == 10] == ["pretrain"] * 4  # the phase that just ended
+    assert [r["phase"] for r in metrics if r["step"] == 20] == ["pretrain"] * 4  # the phase that just ended
     last = [r for r in metrics if r["step"] == 40]
     assert last[0]["phase"] == "midtrain"
-    # the code share of training is the schedule's: 10 steps general only, then 30 steps at weight 0.5
-    assert last[0]["tokens_by_domain"]["code"] == pytest.approx(0.5 * 30 * 8 * 64, rel=0.05)
+    # the code share of training is the schedule's: 20 steps general only, then 20 steps at weight 0.3
+    assert last[0]["tokens_by_domain"]["code"] == pytest.approx(0.3 * 20 * 8 * 64, rel=0.05)
     assert summary["status"] == "done" and summary["run_id"] == run.name
-    assert summary["coords"]["mixture.introduce_at"] == 0.25 and summary["coords"]["mixture.weight"] == 0.5
-    assert summary["coords"]["mixture.introduce_tokens"] == 10 * 8 * 64
-    assert summary["overrides"]["mixture.weight"] == "0.5"
+    assert summary["coords"]["mixture.introduce_at"] == 0.5 and summary["coords"]["mixture.weight"] == 0.3
+    assert summary["coords"]["mixture.introduce_tokens"] == 20 * 8 * 64
+    assert summary["overrides"]["mixture.weight"] == "0.3"  # the command line, as typed
     assert summary["final"] == {r["domain"]: r["loss"] for r in last}
     assert set(summary["phase_end"]) == {"pretrain", "midtrain"}
     assert summary["tokens"] == 20480 and summary["flops"] > 0 and summary["steps"] == 40
@@ -64,17 +74,8 @@ def test_a_tiny_run_writes_the_full_results_contract(nano, tmp_path):
         summary["wall_time_s"], rel=1e-6)
     # the newest and the pinned checkpoints (phase boundary, end) are kept, all loadable without pickle code
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert "step_00000010" in ckpts and "step_00000040" in ckpts
+    assert "step_00000020" in ckpts and "step_00000040" in ckpts
     torch.load(run / "checkpoints" / "step_00000040" / "train_state.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """An uninterrupted nano_test run (introduction at step 20), shared by the tests below."""
-    sweep = tmp_path_factory.mktemp("reference")
-    train_cli("experiment=nano_test", f"train.out_dir={sweep}")
-    (run,) = run_dirs(sweep)
-    return run
 
 
 @pytest.mark.slow
@@ -142,13 +143,13 @@ def test_a_run_killed_before_its_first_checkpoint_reruns_without_duplicate_rows(
 
 
 @pytest.mark.slow
-def test_a_corrupt_newest_checkpoint_is_skipped(nano, tmp_path):
-    train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
-    (run,) = run_dirs(tmp_path / "sweep")
+def test_a_corrupt_newest_checkpoint_is_skipped(reference, nano, tmp_path):
+    run = tmp_path / "sweep" / reference.name  # a copy of the reference run (it keeps steps 30 and 40)
+    shutil.copytree(reference, run)
     status = run / "status.json"
     status.write_text(status.read_text().replace('"done"', '"running"'))  # as if killed after the last save
     (run / "checkpoints" / "step_00000040" / "__0_0.distcp").write_bytes(b"garbage")
-    proc = train_cli(*nano, "train.checkpoint_every=10", "train.keep_last=4")
+    proc = train_cli(*nano)
     log = proc.stdout + proc.stderr
     assert "step_00000040 is corrupt (checksum mismatch in __0_0.distcp): set aside as step_00000040.corrupt" in log
     assert "resuming" in log and "from step 30" in log

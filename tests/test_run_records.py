@@ -32,6 +32,7 @@ def wait_for(predicate, what: str, timeout: float = 300) -> None:
 # ---- one owner, torch-free
 
 
+@pytest.mark.slow
 def test_the_run_directory_module_and_midsweep_status_do_not_import_torch():
     code = ("import sys, midsweep.rundir, midsweep.launch.status, midsweep.launch.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'accelerate')))")
@@ -92,6 +93,7 @@ def test_concurrent_launches_into_one_sweep_keep_every_manifest_entry(tmp_path):
 # ---- one process per run directory
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_running_run_names_the_holder_or_waits_for_it(nano, tmp_path):
     sweep = tmp_path / "sweep"
     first = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,
@@ -152,6 +154,7 @@ def test_an_init_from_checkpoint_whose_bytes_changed_fails_the_run_naming_the_fi
                             "checkpoints (checkpoints/step_XXXXXXXX directories)")
 
 
+@pytest.mark.slow
 def test_a_data_failure_fails_the_run_naming_the_domain(nano, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({"content": f"document {i} " * 20}) + "\n" for i in range(300)))
@@ -161,6 +164,7 @@ def test_a_data_failure_fails_the_run_naming_the_domain(nano, tmp_path):
     assert st["status"] == "failed" and st["step"] == 0 and "domain 'math'" in st["reason"]
 
 
+@pytest.mark.slow
 def test_an_interrupt_before_the_first_step_stops_the_run_at_once_instead_of_leaving_it_running(nano, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "midsweep.train", *nano], cwd=REPO,

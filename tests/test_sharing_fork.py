@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from midsweep import rundir
+from midsweep.launch import cli
 from midsweep.sharing import store
+from midsweep.train.sharing import POLL_S
 from runner import REPO, flip_bytes, train_cli
 
 # 20 steps of 8 x 64 tokens, evaluated every 5 steps
@@ -78,6 +80,7 @@ def scratch(tmp_path_factory) -> dict:
     return {name: the_run(out, *over) for name, over in kinds.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,overrides,step", [("intro", INTRO, 10), ("rewarm", REWARM, 15),
                                                  ("upsample", UPSAMPLE, 15)])
 def test_a_fork_equals_the_run_trained_from_scratch_bitwise(trunk, scratch, kind, overrides, step):
@@ -93,6 +96,7 @@ def test_a_fork_equals_the_run_trained_from_scratch_bitwise(trunk, scratch, kind
     assert min(r["step"] for r in rows(forked / rundir.TRAIN_LOG_JSONL) if r["step"] > step) == step + 5
 
 
+@pytest.mark.slow
 def test_a_corrupt_prefix_is_detected_retrained_and_published_again(trunk, scratch, tmp_path):
     shutil.copytree(trunk / store.STORE, tmp_path / store.STORE)  # copies: the trunk's own files stay intact
     entry = _entry(tmp_path, 10)
@@ -108,6 +112,7 @@ def test_a_corrupt_prefix_is_detected_retrained_and_published_again(trunk, scrat
     assert store.problem(again) is None and again.meta["run_id"] == forked.name  # republished by the fork
 
 
+@pytest.mark.slow
 def test_a_fork_never_resumes_from_bytes_that_differ_from_what_was_written(trunk, scratch, tmp_path):
     shutil.copytree(trunk / store.STORE, tmp_path / store.STORE)
     train_many((tmp_path, *INTRO))
@@ -149,6 +154,7 @@ def _entry(sweep: Path, step: int) -> store.Entry:
     return next(e for e in store.entries(sweep / store.STORE, meta["static"]) if e.step == step)
 
 
+@pytest.mark.slow
 def test_a_fork_waits_for_the_run_publishing_its_prefix_then_uses_it(trunk, scratch, tmp_path):
     entry = _entry(trunk, 10)
     parent = tmp_path / "0123456789ab"
@@ -162,7 +168,7 @@ def test_a_fork_waits_for_the_run_publishing_its_prefix_then_uses_it(trunk, scra
         while not (log.exists() and "waiting for run 0123456789ab" in log.read_text()):
             assert time.time() < deadline and proc.poll() is None, "the fork did not wait"
             time.sleep(0.5)
-        time.sleep(2 * 5.0)  # still waiting: it trains nothing meanwhile
+        time.sleep(POLL_S + 1.0)  # past its next look at the store: still waiting, it trains nothing meanwhile
         assert proc.poll() is None and not rundir.complete_steps(log.parent)
         shutil.copytree(entry.path, tmp_path / ".incoming")  # the parent publishes (one rename), then ends
         (tmp_path / ".incoming").rename(store.entry_path(tmp_path / store.STORE, entry.meta["static"], 10, entry.key))
@@ -171,6 +177,7 @@ def test_a_fork_waits_for_the_run_publishing_its_prefix_then_uses_it(trunk, scra
     same_records(log.parent, scratch["intro"])
 
 
+@pytest.mark.slow
 def test_a_fork_whose_parent_failed_fails_with_the_parents_reason(tmp_path):
     diverge = ("optim.lr=1e30", "optim.warmup=0", "optim.grad_clip=0")
     bad = train_cli(*BASE, *TRUNK, *diverge, f"train.out_dir={tmp_path}", check=False)
@@ -182,7 +189,8 @@ def test_a_fork_whose_parent_failed_fails_with_the_parents_reason(tmp_path):
     assert "non-finite loss" in status["reason"] and the_run(tmp_path, *TRUNK, *diverge).name in status["reason"]
 
 
-def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_forks(scratch, tmp_path):
+@pytest.mark.slow
+def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_forks(scratch, tmp_path, capsys):
     grid = ("mixture=none,introduce", "mixture.introduce_at=0.5,0.75")
     preview = subprocess.run([sys.executable, "-m", "midsweep.train", "-m", *BASE, *grid, f"train.out_dir={tmp_path}",
                               "hydra.launcher.preview=true"], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -201,11 +209,9 @@ def test_the_local_launcher_trains_the_trunk_first_and_status_and_gc_know_the_fo
     same_records(early, scratch["intro"])
     entries = json.loads((tmp_path / "sweep_manifest.json").read_text())["runs"]
     assert entries[early.name]["prefix"]["step"] == 10 and entries[base.name]["prefix"] is None
-    table = subprocess.run([sys.executable, "-m", "midsweep.launch.cli", "status", str(tmp_path)], cwd=REPO,
-                           capture_output=True, text=True).stdout
+    assert cli.main(["status", str(tmp_path)]) == 0  # the commands as midsweep runs them, in this process
+    table = capsys.readouterr().out
     assert "fork of" in table and f"{base.name}@10" in table and f"{base.name}@15" in table
-    gc = subprocess.run([sys.executable, "-m", "midsweep.launch.cli", "gc", str(tmp_path)], cwd=REPO,
-                        capture_output=True, text=True)
-    assert gc.returncode == 0 and "removed" in gc.stdout
+    assert cli.main(["gc", str(tmp_path)]) == 0 and "removed" in capsys.readouterr().out
     assert not list((tmp_path / store.STORE).glob("*/0*"))  # every run is done: no prefix is needed any more
     assert (early / rundir.CHECKPOINTS).is_dir() and rundir.read_status(early)["status"] == "done"

@@ -1,4 +1,5 @@
-"""Every shipped config composes and validates, every sweep previews, every mixture kind runs tiny."""
+"""Every shipped config composes and validates, every mixture kind runs tiny (every sweep previews at every
+profile: test_studies.py)."""
 import copy
 import json
 from pathlib import Path
@@ -12,7 +13,6 @@ from midsweep.config import to_run_config
 
 GROUPS = ["model", "data", "mixture", "optim", "train", "eval", "posttrain", "logger", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
-SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
 
 
 # options that need a matching key elsewhere (a pretrained model is trained with its own tokenizer)
@@ -88,15 +88,7 @@ def test_shipped_yaml_states_only_what_differs_from_the_dataclass_defaults(path)
     assert not restated, f"{path.relative_to(REPO)} restates dataclass defaults: {restated}; delete them"
 
 
-@pytest.mark.parametrize("sweep", SWEEPS)
-def test_every_sweep_previews_a_valid_grid(sweep, tmp_path):
-    extra = [f"train.init_from={tmp_path}"] if sweep == "rewarm" else []
-    proc = train_cli("-m", f"sweep={sweep}", f"train.out_dir={tmp_path}", "hydra.launcher.preview=true", *extra)
-    log = proc.stdout + proc.stderr
-    assert "preview" in log.lower() and "job" in log
-    assert not [p for p in tmp_path.iterdir() if (p / "status.json").exists()]  # nothing ran
-
-
+@pytest.mark.slow
 def test_every_mixture_kind_runs_tiny(tmp_path):
     train_cli("-m", "experiment=nano_test", "mixture=none,introduce,continued,upsample_end,stages",
               "train.tokens=4096", "eval.every_tokens=2048", f"train.out_dir={tmp_path}")
@@ -109,6 +101,7 @@ def test_every_mixture_kind_runs_tiny(tmp_path):
     assert set(by_kind["stages"]["tokens_by_domain"]) == {"general", "code", "math"}
 
 
+@pytest.mark.slow
 def test_one_invalid_point_runs_nothing_and_every_error_is_listed(tmp_path):
     proc = train_cli("-m", "experiment=nano_test", "mixture.weight=0.2,1.5", "optim.lr=1e-3,-1",
                      f"train.out_dir={tmp_path}", check=False)
@@ -119,6 +112,7 @@ def test_one_invalid_point_runs_nothing_and_every_error_is_listed(tmp_path):
     assert not list(Path(tmp_path).glob("*/status.json"))
 
 
+@pytest.mark.slow
 def test_invalid_grid_points_are_listed_without_a_traceback_and_a_typo_hides_nothing(tmp_path):
     proc = train_cli("-m", "experiment=nano_test", "mixture.wieght=0.2,0.4", "optim.lr=-1", "train.seed=-1",
                      f"train.out_dir={tmp_path}", check=False)
@@ -130,6 +124,7 @@ def test_invalid_grid_points_are_listed_without_a_traceback_and_a_typo_hides_not
     assert not list(Path(tmp_path).glob("*/status.json"))
 
 
+@pytest.mark.slow
 def test_a_pretrained_model_with_the_byte_tokenizer_fails_preview(tmp_path):
     proc = train_cli("-m", "model=hf_pythia", "mixture.weight=0.1,0.2", "hydra.launcher.preview=true",
                      f"train.out_dir={tmp_path}", check=False)

@@ -26,6 +26,7 @@ def test_a_split_shorter_than_one_sequence_names_the_domain(tmp_path, lines, spl
     assert "model.seq_len" in message
 
 
+@pytest.mark.slow
 def test_a_run_with_a_too_short_domain_fails_at_data_preparation(tmp_path):
     path = tmp_path / "docs.txt"
     path.write_text(f"short\n{LONG}\n")

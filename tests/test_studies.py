@@ -57,19 +57,16 @@ def test_every_study_previews_offline_at_every_profile(study, tmp_path):
         assert "Traceback" not in log and "nothing was submitted" in log and "epochs of each domain" in log, log
         assert "token cache: " in log and " GB on disk" in log and tokens_per_param(log), log[-3000:]
         assert profile == "tiny" or "with midsweep_slurm" in log
-    assert min(tokens_per_param(logs["small"])) >= SMALL_TOKENS_PER_PARAM
+    assert min(tokens_per_param(logs["small"])) >= SMALL_TOKENS_PER_PARAM  # in the papers' regime
     assert gpu_hours(logs["paper"], shared=False) > gpu_hours(logs["small"], shared=False) > 1
     assert not list(tmp_path.glob("*/*/status.json"))  # nothing ran
+    if study == "plasticity_window":  # the small profile within its budget, thanks to prefix sharing
+        small = logs["small"]
+        assert "84 job(s) to submit" in small  # both domains, two seeds, the controls
+        assert gpu_hours(small, shared=True) <= SMALL_WINDOW_GPU_HOURS < gpu_hours(small, shared=False)
 
 
 @pytest.mark.slow
-def test_small_plasticity_window_is_in_the_papers_regime_within_its_budget(tmp_path):
-    log = preview("sweep=plasticity_window", "profile=small", "hydra/launcher=slurm_gpu", f"train.out_dir={tmp_path}")
-    assert "84 job(s) to submit" in log  # both domains, two seeds, the controls
-    assert min(tokens_per_param(log)) >= SMALL_TOKENS_PER_PARAM
-    assert gpu_hours(log, shared=True) <= SMALL_WINDOW_GPU_HOURS < gpu_hours(log, shared=False)
-
-
 def test_plasticity_grid_holds_its_controls_and_collapses_what_a_kind_ignores(tmp_path):
     log = preview("sweep=plasticity_window", f"train.out_dir={tmp_path}")
     # 3 kinds x 4 times x 4 weights: 16 introductions, a continued control per time, one baseline
@@ -101,14 +98,15 @@ def test_a_control_shared_by_two_studies_is_one_run():
 
 
 def test_rewarm_grid_has_one_no_rewarm_run_per_checkpoint_and_one_scratch_run():
+    # the re-warm LR and warmup change together (half the points to compose): what a kind ignores, it ignores both
     grid = [("sweep=rewarm", f"rewarm_arm={arm}", f"mixture.introduce_at={at}", f"optim.rewarm_lr={lr}",
              f"optim.rewarm_warmup={warmup}")
-            for arm in ("rewarm", "no_rewarm", "scratch") for at in (0.5, 0.75) for lr in (1e-3, 1e-2)
-            for warmup in (0.0, 0.05)]
+            for arm in ("rewarm", "no_rewarm", "scratch") for at in (0.5, 0.75) for lr, warmup in ((1e-3, 0.0),
+                                                                                                  (1e-2, 0.05))]
     runs = {}
     for point, run in zip(grid, run_configs([list(p) for p in grid])):
         runs.setdefault(point[1], set()).add(run.run_id())
-    assert {arm: len(ids) for arm, ids in runs.items()} == {"rewarm_arm=rewarm": 8, "rewarm_arm=no_rewarm": 2,
+    assert {arm: len(ids) for arm, ids in runs.items()} == {"rewarm_arm=rewarm": 4, "rewarm_arm=no_rewarm": 2,
                                                            "rewarm_arm=scratch": 1}
 
 
@@ -144,11 +142,13 @@ def test_paper_profile_is_the_papers_setting():
         ("continued", "slimpajama", 0)  # all new data from step 0, no random start to refuse
 
 
+@pytest.mark.slow
 def test_preview_warns_when_a_run_repeats_a_domain(tmp_path):
     log = preview("experiment=nano_test", "posttrain=target", "posttrain.tokens=8192000", f"train.out_dir={tmp_path}")
     assert re.search(r"WARNING: 1 \(point, domain\) pair\(s\) repeat a domain more than 4 times: #0 target", log)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing, message", [
     ("tokenizer", "cannot load tokenizer 'EleutherAI/pythia-160m'"),
     ("dataset", "cannot load HF dataset"),
@@ -174,6 +174,7 @@ def test_the_configuration_reference_is_generated_from_the_dataclasses():
     assert main(["--check"]) == 0, f"{DOC} is out of date: run python -m midsweep.config_reference"
 
 
+@pytest.mark.slow
 def test_the_target_loss_is_the_loss_on_the_domain_each_run_was_post_trained_on(tmp_path):
     """plasticity_window at small and paper post-trains code runs on target_code and math runs on target."""
     import pandas as pd

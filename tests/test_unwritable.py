@@ -48,12 +48,14 @@ def one_line(proc) -> str:
     return line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multirun", [[], ["-m", "mixture.weight=0.2,0.4"]])
 def test_a_read_only_out_dir_is_one_line_naming_it(read_only, multirun):
     line = one_line(train_cli(*multirun, "experiment=nano_test", f"train.out_dir={read_only / 'sweep'}", check=False))
     assert f"cannot write train.out_dir={read_only / 'sweep'}" in line and "Fix: set train.out_dir" in line
 
 
+@pytest.mark.slow
 def test_a_read_only_shard_cache_fails_the_run_with_the_fix_not_rerun_advice(read_only, tmp_path):
     proc = train_cli("experiment=nano_test", f"train.out_dir={tmp_path / 'sweep'}", check=False,
                      env={**os.environ, "MIDSWEEP_CACHE": str(read_only / "cache")})
