@@ -164,4 +164,4 @@ def test_an_older_midsweeps_checkpoint_format_is_refused_naming_the_fix(tmp_path
     with pytest.raises(checkpoint.OldCheckpoint, match="written by an older midsweep .* Fix: retrain the run"):
         checkpointer(tmp_path).latest()
     with pytest.raises(checkpoint.OldCheckpoint, match="Fix: retrain the run"):
-        checkpoint.init_weights(str(tmp_path))
+        checkpointer(tmp_path).load_weights(str(tmp_path), torch.nn.Linear(2, 2))

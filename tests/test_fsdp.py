@@ -137,6 +137,10 @@ def test_init_from_and_export_read_an_fsdp_checkpoint(fsdp_two, tmp_path, capsys
     final = {r["domain"]: r["loss"] for r in rows(fsdp_two, "metrics.jsonl") if r["event"] == "final"}
     init = {r["domain"]: r["loss"] for r in rows(run_dir(tmp_path / "init"), "metrics.jsonl") if r["step"] == 0}
     assert init == pytest.approx(final, abs=1e-5)  # the weights the sharded run ended with, whole
+    # into a sharded run: each rank reads its shards of them
+    torchrun(tmp_path / "init2", f"train.init_from={fsdp_two}", "train.parallel=fsdp", "train.tokens=5120")
+    init2 = {r["domain"]: r["loss"] for r in rows(run_dir(tmp_path / "init2"), "metrics.jsonl") if r["step"] == 0}
+    assert init2 == pytest.approx(final, abs=1e-5)
 
     transformers = pytest.importorskip("transformers")
     assert midsweep(["export", str(fsdp_two), str(tmp_path / "hf")]) == 0

@@ -132,7 +132,8 @@ def test_a_corrupt_init_from_checkpoint_fails_the_run_with_its_step_and_reason(n
     assert proc.returncode != 0
     st = status_of(tmp_path / "sweep")
     assert st["status"] == "failed" and st["step"] == 0 and st["contract"] == rundir.CONTRACT
-    assert "Error" in st["reason"]
+    assert st["reason"].startswith(f"train.init_from={tmp_path / 'donor'}: checkpoint {ckpt} cannot be read (")
+    assert "Fix: point it at another of that run's checkpoints" in st["reason"]
     (run,) = rundir.run_dirs(tmp_path / "sweep")
     summary = rundir.read_summary(run)
     assert summary["status"] == "failed" and summary["coords"]["train.init_from"] == str(tmp_path / "donor")

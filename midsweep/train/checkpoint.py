@@ -6,8 +6,8 @@ each tensor once), the ``TrainState`` in ``train_state.pt`` (rank 0) and the ``C
 sha256 (``rundir.commit_dir``, which the prefix store uses too). State dicts come from
 ``torch.distributed.checkpoint.state_dict.get_state_dict``, so a plain, a DDP-wrapped and an FSDP2-sharded model
 are saved and loaded alike, and a checkpoint written at any world size and mode loads at any other: each rank
-reads only the tensors (or shards) it holds. ``init_weights`` reads a checkpoint's full model on CPU without a
-process group (``train.init_from``, ``midsweep export``).
+reads only the tensors (or shards) it holds, for a resume and for ``train.init_from`` alike. ``model_weights``
+reads a checkpoint's full model on CPU without a process group (``midsweep export``).
 
 A partial, changed or unreadable checkpoint is never loaded: its checksums are checked first, and a resume falls
 back to the previous checkpoint, so a kill at any moment leaves the previous one usable.
@@ -26,8 +26,10 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict, set_model_state_dict,
+                                                     set_state_dict)
 
 from midsweep import rundir
 from midsweep.train.sharing import Sharing
@@ -184,6 +186,34 @@ class Checkpointer:
                  no_dist=self.group is None)
         set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
 
+    def load_weights(self, init_from: str, model: torch.nn.Module) -> None:
+        """``train.init_from``: the weights of the checkpoint it names into ``model`` (optimizer and data start
+        fresh). Rank 0 checks the files; each rank then reads only the tensors (or shards) it holds, never the
+        whole model unless it holds it. A checkpoint whose bytes changed is refused, naming the fix."""
+        path = resolve_init(init_from)
+        fix = "Fix: point it at another of that run's checkpoints (checkpoints/step_XXXXXXXX directories)"
+        problem = None
+        if self.main:
+            try:
+                _check(path)
+            except rundir.CorruptCheckpoint as err:
+                problem = rundir.CorruptCheckpoint(f"train.init_from={init_from}: {err}. {fix}")
+            except OldCheckpoint as err:
+                problem = err
+        problem = self._from_main(problem)
+        if problem is not None:
+            raise problem
+        weights = get_model_state_dict(model)  # the layout this run holds them in
+        try:
+            dcp.load({"model": weights}, checkpoint_id=path, process_group=self.group, no_dist=self.group is None)
+        except (Exception, CheckpointException) as err:  # e.g. files that are no checkpoint under an unsummed marker
+            cause = next(iter(err.failures.values()), err) if isinstance(err, CheckpointException) else err
+            cause = cause[0] if isinstance(cause, tuple) else cause  # DCP keeps (error, traceback) per rank
+            first = f"{type(cause).__name__}: {cause}".splitlines()[0][:200]
+            raise rundir.CorruptCheckpoint(f"train.init_from={init_from}: checkpoint {path} cannot be read "
+                                           f"({first}). {fix}") from err
+        set_model_state_dict(model, weights)
+
     # ---- collectives (none without a process group)
     def _barrier(self) -> None:
         if self.group is not None:
@@ -204,17 +234,6 @@ def _discard(tmp: Path, err: BaseException) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     if full and not isinstance(err, OSError):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from err
-
-
-def init_weights(path: str) -> dict:
-    """The full model state dict of the checkpoint ``train.init_from`` names, on CPU, without a process group; a
-    checkpoint whose bytes changed is refused, naming the fix."""
-    ckpt = resolve_init(path)
-    try:
-        return model_weights(ckpt)
-    except rundir.CorruptCheckpoint as err:
-        raise rundir.CorruptCheckpoint(f"train.init_from={path}: {err}. Fix: point it at another of that run's "
-                                       "checkpoints (checkpoints/step_XXXXXXXX directories)") from None
 
 
 def model_weights(path: Path) -> dict:

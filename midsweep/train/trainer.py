@@ -81,8 +81,6 @@ class Trainer:
 
         # ---- model and optimizer
         model = build_model(run.model, self.tokenizer.vocab_size)
-        if run.train.init_from:
-            model.load_state_dict(checkpoint.init_weights(run.train.init_from))
         self.params = count_params(model)
         self.flops_per_token = flops_per_token(run.model, self.tokenizer.vocab_size)
         self.compile_mode = run.train.compiled
@@ -101,6 +99,8 @@ class Trainer:
         self.checkpointer = checkpoint.Checkpointer(
             self.run_dir, run.train.checkpoint_every, run.train.keep_last,
             set(self.boundaries) | set(run.train.pin_steps) | {self.total}, self.sharing, accelerator.is_main_process)
+        if run.train.init_from:  # into the wrapped model: each rank reads only its part
+            self.checkpointer.load_weights(run.train.init_from, self.raw)
 
     def _wrap(self, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
         """The model as trained (wrapped for the devices and ranks, maybe compiled), the module whose state is
