@@ -1,10 +1,10 @@
 """Multi-node jobs on a real 2-node SLURM cluster on this machine (nodes n1 and n2, one slurmd each; conftest's
 ``slurm_nodes``): one task per node becomes one torch.distributed rank (MASTER_ADDR is the first node), the run
-equals the same run on one rank, a USR2 checkpoints every rank, requeues the job and it resumes across both nodes.
+equals the same run on one rank, a USR2 checkpoints every rank, requeues the job and it resumes across both nodes,
+and hsdp shards within a node and replicates across the two.
 
 The scenarios are driven in threads from the module's start, so their waits overlap (the suite shares two cores).
 """
-import importlib.util
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +23,6 @@ TWO_NODES = ("hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=1")
 DDP_TOL = 2e-7
 """Relative: two DDP ranks differ from one rank by the order of float sums only (the gradient all-reduce), about
 one float32 rounding of the loss (1.2e-7)."""
-
-
-def hsdp_missing() -> str:
-    """Why ``train.parallel=hsdp`` cannot run yet ('' once midsweep.train.parallel, its implementation, exists)."""
-    if importlib.util.find_spec("midsweep.train.parallel") is None:
-        return "train.parallel=hsdp is not implemented yet (no midsweep.train.parallel)"
-    return ""
 
 
 def losses(run: Run) -> dict:
@@ -85,9 +78,8 @@ def scenarios(slurm_nodes, references, tmp_path_factory):
         sweeps.append(Sweep(tmp_path_factory.mktemp(driver.__name__) / "sweep", env=slurm_nodes))
         return pool.submit(driver, sweeps[-1], *args)
 
-    out = {"ddp": start(drive_two_nodes), "usr2": start(drive_usr2)}
-    if not hsdp_missing():
-        out["hsdp"] = start(drive_two_nodes, "train.parallel=hsdp")
+    out = {"ddp": start(drive_two_nodes), "usr2": start(drive_usr2),
+           "hsdp": start(drive_two_nodes, "train.parallel=hsdp")}
     yield out
     pool.shutdown(wait=False, cancel_futures=True)
     jobs = [j for s in sweeps for j in s.job_ids()]
@@ -112,7 +104,6 @@ def test_usr2_requeues_a_two_node_job_and_it_resumes_on_both_nodes(scenarios, re
     print(f"2 nodes, requeued at step {start}: largest relative loss difference {worst:.2g}")
 
 
-@pytest.mark.skipif(bool(hsdp_missing()), reason=hsdp_missing())
 def test_hsdp_on_two_nodes_shards_within_a_node_replicates_across_and_equals_one_rank(scenarios, references,
                                                                                        slurm_nodes):
     run, job = scenarios["hsdp"].result(timeout=600)
