@@ -47,7 +47,17 @@ def test_other_ranks_write_no_log_file_and_send_only_warnings_and_errors_to_stde
 
 
 @pytest.mark.slow
-def test_ranks_on_different_run_directories_stop_at_once_with_one_line(tmp_path):
+def test_ranks_on_different_run_directories_stop_at_once_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIDSWEEP_SHARED_WAIT_S", "2")  # how long a rank looks for rank 0's config.yaml
+    # a new run: no checkpoint anywhere, but rank 1 never sees the config.yaml rank 0 wrote on its own disk
+    ranks = train_ranks(*NANO, "train.out_dir=" + str(tmp_path / "new${oc.env:LOCAL_RANK}"), hydra_dir=tmp_path,
+                        timeout=300)
+    (new,) = rundir.run_dirs(tmp_path / "new0")
+    for code, _, err in ranks:
+        assert code != 0 and "Traceback" not in err, err
+        assert (f"rank 0 saw {new}: no status, no checkpoint; rank 1 saw {tmp_path / 'new1' / new.name}: no status, "
+                "no checkpoint, no config.yaml of this start") in err
+    assert not rundir.complete_steps(new) and rundir.read_status(new)["status"] == "failed"
     # a run preempted after its checkpoints, on "node 0"'s disk; "node 1" has its own empty disk
     train_cli(*NANO, f"train.out_dir={tmp_path / 'node0'}")
     (run_dir,) = rundir.run_dirs(tmp_path / "node0")
@@ -64,7 +74,7 @@ def test_ranks_on_different_run_directories_stop_at_once_with_one_line(tmp_path)
         (line,) = lines
         assert "train.out_dir must be one directory shared by every node" in line
         assert f"rank 0 saw {run_dir}: status requeued, checkpoint of step 40" in line
-        assert f"rank 1 saw {mine}: no status, no checkpoint" in line
+        assert f"rank 1 saw {mine}: no status, no checkpoint, no config.yaml of this start" in line
     status = rundir.read_status(run_dir)  # rank 0 writes the run's records, and says why it stopped
     assert status["status"] == "failed" and status["reason"] == line.removeprefix("midsweep-train: ")
     assert json.loads((run_dir / rundir.SUMMARY).read_text())["status"] == "failed"
