@@ -21,7 +21,7 @@ from midsweep.data import DataSourceError
 from midsweep.data.tokenizers import TokenizerError
 from midsweep.train import agreement, checkpoint
 from midsweep.train.results import RunRecorder, losses_by_event
-from midsweep.train.trainer import DataChanged, NonFiniteLoss, Trainer, _any_rank
+from midsweep.train.trainer import DataChanged, NonFiniteLoss, Trainer, any_rank
 from midsweep.version import code as code_version
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def train(run: RunConfig, overrides: list[str] | None = None, interrupt=None) ->
     with _hold(run_dir, accelerator, run.train.wait_for_lock):
         before = (rundir.read_status(run_dir) or {}).get("status")
         # rank 0's word, so that no rank trains alone; a collective before rank 0 writes the status anew
-        if _any_rank(accelerator, accelerator.is_main_process and before == "done"):
+        if any_rank(accelerator, accelerator.is_main_process and before == "done"):
             log.info("run %s is done already; nothing to do", run_dir)
             return rundir.read_summary(run_dir) or {}
         return _train(run, overrides, interrupt, accelerator, precision, before)
@@ -161,7 +161,7 @@ def _hold(run_dir, accelerator: Accelerator, wait: bool):
                 held.enter_context(rundir.hold(run_dir, wait))
             except rundir.RunLocked as err:
                 refused = err
-        if _any_rank(accelerator, refused is not None):
+        if any_rank(accelerator, refused is not None):
             raise refused or rundir.RunLocked(f"run directory {run_dir} is held by another process (see rank 0)")
         yield
 

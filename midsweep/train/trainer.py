@@ -145,7 +145,7 @@ class Trainer:
         accelerator = self.accelerator
         with accelerator.main_process_first():
             parent_failed = self.sharing.prepare()
-        if _any_rank(accelerator, parent_failed is not None):
+        if any_rank(accelerator, parent_failed is not None):
             raise parent_failed or ParentFailed("the run this run forks from failed (see rank 0)")
         # each rank's own view of the run directory, before rank 0's choice of checkpoint is loaded everywhere
         agreement.agree(agreement.View.of(self.run_dir, self.report.before, rundir.latest_checkpoint(self.run_dir),
@@ -250,7 +250,7 @@ class Trainer:
                 self.checkpointer.save(step, self.raw, self.optimizer, state)
             # at the last step the run is complete: finishing it costs less than a requeue to write its summary
             if (self.interrupt is not None and check and step < total
-                    and _any_rank(accelerator, self.interrupt.requested())):
+                    and any_rank(accelerator, self.interrupt.requested())):
                 if not saves:
                     self.checkpointer.save(step, self.raw, self.optimizer, state)
                 self.checkpointer.wait()
@@ -315,6 +315,7 @@ def _adamw(model: torch.nn.Module, run: RunConfig, fused: bool) -> torch.optim.O
     return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused or None)
 
 
-def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
+def any_rank(accelerator: Accelerator, flag: bool) -> bool:
+    """Whether ``flag`` is set on any rank (a collective: every rank calls it at the same point)."""
     t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(t, reduction="sum").item() > 0)
