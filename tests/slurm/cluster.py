@@ -28,6 +28,28 @@ def wait_for(what, timeout: float, every: float = 0.5, why: str = "", env: dict 
     raise AssertionError(f"timed out after {timeout}s waiting for {why or what}; squeue:\n{queue}")
 
 
+def task_pid(job: str, env: dict = ENV) -> int:
+    """The pid of the Python process that srun started for ``job`` (its step 0, task 0)."""
+    # scontrol listpids wants the array task's own job id (squeue's %A), not "<array>_<task>"
+    raw = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A"], capture_output=True, text=True,
+                         env=env).stdout.strip()
+    listed = subprocess.run(["scontrol", "listpids", raw], capture_output=True, text=True, check=True, env=env).stdout
+    # the batch step is the shell around it
+    (pid,) = [int(f[0]) for f in map(str.split, listed.splitlines()[1:]) if f[2:4] == ["0", "0"]]
+    return pid
+
+
+def signal_pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits, undelivered, at process ``pid`` (a stopped process keeps what it is sent)."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except OSError:
+        return False
+    bit = 1 << (signum - 1)
+    return any(int(fields.get(k, "0"), 16) & bit for k in ("ShdPnd", "SigPnd"))
+
+
 class Run:
     """Read-only view of one run directory (docs/results.md)."""
 

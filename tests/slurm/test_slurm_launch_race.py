@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from cluster import ENV, REPO, Sweep, wait_for
+from cluster import ENV, REPO, Sweep, task_pid, wait_for
 
 from midsweep.launch import status
 
@@ -47,11 +47,7 @@ def test_a_fork_cancelled_because_its_parent_was_killed_names_the_parent(slurm_c
     (fork,) = [r for r, e in runs.items() if e.get("prefix")]
     (parent,) = set(runs) - {fork}
     wait_for(lambda: sweep.run(parent).step() >= 10, 300, why="the parent to train")
-    job = subprocess.run(["squeue", "-h", "-j", runs[parent]["job_id"], "-o", "%A"], capture_output=True,
-                         text=True).stdout.strip()
-    listed = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, check=True).stdout
-    (pid,) = [int(f[0]) for f in map(str.split, listed.splitlines()[1:]) if f[2:4] == ["0", "0"]]
-    os.kill(pid, signal.SIGKILL)
+    os.kill(task_pid(runs[parent]["job_id"]), signal.SIGKILL)
 
     def both_failed():
         rows = {r.run_id: r for r in status.collect(sweep.out)}

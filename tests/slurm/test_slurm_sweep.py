@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from cluster import ENV, REPO, Run, Sweep, wait_for
+from cluster import ENV, REPO, Run, Sweep, signal_pending, task_pid, wait_for
 
 from midsweep.launch import status
 from midsweep.launch.sweep import format_losses
@@ -21,8 +21,8 @@ from midsweep.launch.sweep import format_losses
 pytestmark = pytest.mark.slurm
 
 STEPS = 1000
-# 1,000 steps of the nano model (~45 s of training on a free core): long enough to interrupt mid-run,
-# and past the first periodic checkpoint
+# 1,000 steps of the nano model (15-45 s of training, as the suite loads the cores): long enough to interrupt
+# mid-run, and past the first periodic checkpoint
 LONG = ("experiment=nano_test", f"train.tokens={STEPS * 512}", "eval.every_tokens=51200", "train.checkpoint_every=100")
 # 40 steps; a global batch of 8 sequences is 2 micro-batches of 4 on one rank, 1 on each of two ranks
 NANO = ("experiment=nano_test", "train.global_batch=8", "train.micro_batch=4")
@@ -47,9 +47,18 @@ def drive_usr2(sweep: Sweep):
 
 def drive_timeout(sweep: Sweep):
     # SLURM checks time limits every 30 s and sends USR2 at the first check less than signal_delay_s + 30 s
-    # before the limit: with a 1-minute limit and 5 s, 25-55 s after the start (after Python has started),
-    # and kills the job at the first check past the limit (60-90 s)
-    run, _ = sweep.submit(*LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5")
+    # before the limit: with a 1-minute limit and 5 s, 25-55 s after the start. The nano run can finish in
+    # 15 s on a free core, so its process is stopped once it trains (SIGSTOP: no CPU, and SLURM's clock runs
+    # on) and continued as soon as the USR2 waits at it: the real timeout, whatever the machine's speed
+    run, job = sweep.submit(*LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5")
+    wait_for(training_at(run, 50), 300, why="training to start")
+    pid = task_pid(job)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or "this job is timed-out" in run.log(), 120,
+                 every=0.2, why="SLURM's USR2 before the time limit")
+    finally:
+        os.kill(pid, signal.SIGCONT)
     wait_for(run.is_done, 420, every=2, why="the run to finish")
     return run
 
@@ -83,12 +92,7 @@ def drive_hard_kill(sweep: Sweep):
     (other,) = set(runs) - {victim}
     job = runs[victim]["job_id"]
     wait_for(lambda: sweep.run(victim).status().get("status") == "running", 300, why="the victim to train")
-    # scontrol listpids wants the array task's own job id (squeue's %A), not "<array>_<task>"
-    raw = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A"], capture_output=True, text=True).stdout.strip()
-    listed = subprocess.run(["scontrol", "listpids", raw], capture_output=True, text=True, check=True).stdout
-    # the task of step 0 is the Python process srun started (the batch step is the shell around it)
-    (pid,) = [int(f[0]) for f in map(str.split, listed.splitlines()[1:]) if f[2:4] == ["0", "0"]]
-    os.kill(pid, signal.SIGKILL)
+    os.kill(task_pid(job), signal.SIGKILL)
 
     def victim_failed():
         rows = {r.run_id: r for r in status.collect(sweep.out)}
