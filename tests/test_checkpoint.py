@@ -2,6 +2,10 @@
 snapshot; a checkpoint whose bytes differ from what was written is never loaded and a resume falls back to the
 previous one; an older midsweep's marker (no checksums) still loads, an older midsweep's format is refused with
 the fix."""
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +169,36 @@ def test_an_older_midsweeps_checkpoint_format_is_refused_naming_the_fix(tmp_path
         checkpointer(tmp_path).latest()
     with pytest.raises(checkpoint.OldCheckpoint, match="Fix: retrain the run"):
         checkpointer(tmp_path).load_weights(str(tmp_path), torch.nn.Linear(2, 2))
+
+
+def test_ctrl_c_while_a_write_is_awaited_raises_once_the_write_has_ended(tmp_path):
+    """A second Ctrl-C stops the run at once, but not under a checkpoint being written: the interpreter would exit
+    with the write's thread inside torch and abort ("terminate called without an active exception")."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    gate = threading.Event()
+
+    class SlowPublish(NoPrefixes):  # the write's last part waits for the gate: the Ctrl-C lands during it
+        def publish(self, step: int) -> None:
+            gate.wait()
+            super().publish(step)
+
+    prefixes = SlowPublish()
+    prefixes.run_dir = tmp_path
+    ckpt = checkpoint.Checkpointer(tmp_path, 10, 5, set(), prefixes, main=True)
+    model, optimizer, state = parts()
+    state.step = 10
+
+    def ctrl_c_then_open():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)
+        gate.set()
+    try:
+        ckpt.save(10, model, optimizer, state)
+        threading.Timer(0.2, ctrl_c_then_open).start()
+        with pytest.raises(KeyboardInterrupt):
+            ckpt.wait()
+    finally:
+        gate.set()
+        signal.signal(signal.SIGINT, previous)
+    assert prefixes.published == [(10, [10])]  # raised after the write, published, had ended
+    assert not [t for t in threading.enumerate() if t.name == "checkpoint-10"]

@@ -88,6 +88,8 @@ class Checkpointer:
         self.group = dist.new_group(backend="gloo") if dist.is_initialized() else None
         self._stager = DefaultStager(StagingOptions(False, False, False, False))  # a blocking copy to CPU
         self._thread: Optional[threading.Thread] = None
+        self._written = threading.Event()
+        """Set when the write in flight has ended, written or failed."""
         self._error: Optional[BaseException] = None
 
     # ---- cadence
@@ -110,6 +112,7 @@ class Checkpointer:
         if self.main:
             rundir.staging_dir(final)
         self._barrier()  # no rank writes into the staging directory before it is fresh
+        self._written.clear()
         self._thread = threading.Thread(target=self._write, name=f"checkpoint-{step}",
                                         args=(step, staged, state.state_dict(), tmp, final))
         self._thread.start()
@@ -132,18 +135,30 @@ class Checkpointer:
                 self._prune()
         except BaseException as err:  # handed to the training thread by wait()
             self._error = err
+        finally:
+            self._written.set()
 
     def wait(self, raise_error: bool = True) -> None:
         """Until the write in flight (if any) is on disk; its error is raised, or only logged if not
-        ``raise_error`` (when the run is failing for another reason already)."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        ``raise_error`` (when the run is failing for another reason already). Ctrl-C meanwhile is raised once
+        the write has ended."""
+        interrupted: Optional[KeyboardInterrupt] = None
+        while self._thread is not None:
+            try:
+                # the write's own event, not join() alone: Python 3.11's join, interrupted by Ctrl-C, can mark the
+                # thread ended while it still writes
+                self._written.wait()
+                self._thread.join()
+                self._thread = None
+            except KeyboardInterrupt as stop:  # Ctrl-C (twice): the write ends first; an interpreter exiting
+                interrupted = stop             # under it aborts ("terminate called without an active exception")
         err, self._error = self._error, None
         if err is not None:
-            if raise_error:
+            if raise_error and interrupted is None:
                 raise RuntimeError(f"writing a checkpoint failed: {type(err).__name__}: {err}") from err
             log.error("writing a checkpoint failed: %s: %s", type(err).__name__, err)
+        if interrupted is not None:
+            raise interrupted
 
     def _prune(self) -> None:
         steps = rundir.complete_steps(self.run_dir)
