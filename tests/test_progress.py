@@ -233,9 +233,13 @@ def test_watch_refreshes_until_every_run_has_ended(grid, tmp_path):
     _as_running(copy / run.name, age_s=1)
     proc = subprocess.Popen([sys.executable, "-m", "midsweep.launch.cli", "status", str(copy), "--watch", "0.2"],
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    out = ""
+    while "refreshing every" not in out:  # the first table is out (the CLI's start can take seconds on CI)
+        line = proc.stdout.readline()
+        assert line, f"status --watch ended before its first refresh:\n{out}"
+        out += line
     (copy / run.name / rundir.STATUS).write_text(done)
-    out, _ = proc.communicate(timeout=60)
+    out += proc.communicate(timeout=60)[0]
     assert proc.returncode == 0
     assert out.count("step/total") >= 2 and "refreshing every 0.2s" in out
     assert out.rstrip().endswith("nothing left to run")

@@ -5,6 +5,7 @@ resume to the same metrics as an uninterrupted run, a hard kill, and two ranks.
 Each scenario is driven in its own thread from session start, so their waits overlap (the suite shares two
 cores); a test collects its scenario's outcome and checks it.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,31 +46,41 @@ def drive_usr2(sweep: Sweep):
     return run
 
 
-def drive_timeout(sweep: Sweep):
-    # SLURM checks time limits every 30 s and sends USR2 at the first check less than signal_delay_s + 30 s
-    # before the limit: with a 1-minute limit and 5 s, 25-55 s after the start. The nano run can finish in
-    # 15 s on a free core, so its process is stopped once it trains (SIGSTOP: no CPU, and SLURM's clock runs
-    # on) and continued as soon as the USR2 waits at it: the real timeout, whatever the machine's speed
-    run, job = sweep.submit(*LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5")
-    wait_for(training_at(run, 50), 300, why="training to start")
+@contextlib.contextmanager
+def stopped_until_usr2(run, job: str):
+    """The run's process stopped (SIGSTOP: no CPU, and SLURM's clocks run on) from now until the USR2 that the
+    body makes SLURM send waits at it: the signal lands mid-run, however fast the machine trains."""
     pid = task_pid(job)
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or "this job is timed-out" in run.log(), 120,
-                 every=0.2, why="SLURM's USR2 before the time limit")
+        yield
+        wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or "Caught signal SIGUSR2" in run.log(), 120,
+                 every=0.2, why="SLURM's USR2")
     finally:
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # SLURM's own SIGCONT (preemption) may have let it end
+            os.kill(pid, signal.SIGCONT)
+
+
+def drive_timeout(sweep: Sweep):
+    # SLURM checks time limits every 30 s and sends USR2 at the first check less than signal_delay_s + 30 s
+    # before the limit: with a 1-minute limit and 5 s, 25-55 s after the start (the nano run may have ended by
+    # then, were it not stopped until the signal)
+    run, job = sweep.submit(*LONG, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5")
+    wait_for(training_at(run, 50), 300, why="training to start")
+    with stopped_until_usr2(run, job):
+        pass
     wait_for(run.is_done, 420, every=2, why="the run to finish")
     return run
 
 
 def drive_preemption(sweep: Sweep, preempted: threading.Event):
     try:
-        run, _ = sweep.submit(*LONG)
+        run, job = sweep.submit(*LONG)
         wait_for(training_at(run, 50), 300, why="training to start")
-        # a job in partition "high" that needs every CPU of the node preempts the debug job
-        high = subprocess.run(["sbatch", "--parsable", "-p", "high", "-c", "8", "--mem=100M", "-o", "/dev/null",
-                               "--wrap", "sleep 1"], check=True, capture_output=True, text=True).stdout.strip()
+        with stopped_until_usr2(run, job):
+            # a job in partition "high" that needs every CPU of the node preempts the debug job
+            high = subprocess.run(["sbatch", "--parsable", "-p", "high", "-c", "8", "--mem=100M", "-o", "/dev/null",
+                                   "--wrap", "sleep 1"], check=True, capture_output=True, text=True).stdout.strip()
         wait_for(lambda: not in_queue(high), 180, why=f"the preempting job {high} to end")
     finally:
         preempted.set()
