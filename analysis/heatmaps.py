@@ -172,6 +172,7 @@ def draw_best_line(ax, xs, ys, zorder: float = 4, markers: bool = True, gaps=Non
         ax.plot(xs, ys, "-o" if markers else "-", color="white", lw=2.6, ms=5, mec="black", zorder=zorder)
         ax.plot(xs, ys, "-", color="black", lw=1.0, zorder=zorder + 0.1, label="best weight")
         return
+    label = "best weight"  # on the first segment drawn: a legend shows the curve once
     for i, ((x0, y0), (x1, y1)) in enumerate(zip(zip(xs, ys), zip(xs[1:], ys[1:]))):
         dx, dy = x1 - x0, y1 - y0
         leave = [min(gx / abs(dx) if dx else np.inf, gy / abs(dy) if dy else np.inf) for gx, gy in gaps[i:i + 2]]
@@ -179,8 +180,8 @@ def draw_best_line(ax, xs, ys, zorder: float = 4, markers: bool = True, gaps=Non
         if a < b:
             seg = ([x0 + a * dx, x0 + b * dx], [y0 + a * dy, y0 + b * dy])
             ax.plot(*seg, "-", color="white", lw=2.6, zorder=zorder, solid_capstyle="butt")
-            ax.plot(*seg, "-", color="black", lw=1.0, zorder=zorder + 0.1, solid_capstyle="butt",
-                    label="best weight" if i == 0 else None)
+            ax.plot(*seg, "-", color="black", lw=1.0, zorder=zorder + 0.1, solid_capstyle="butt", label=label)
+            label = None
 
 
 def cell_texts(cells: pd.DataFrame) -> list[str]:
@@ -273,9 +274,13 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
     pw, ph = max(2.6, 0.5 * nt), max(2.0, 0.36 * nw)  # axes size
     titles = {(r, c): panel_title(title, cells, pw) for r, c, title, cells in panels}
     # Room above each row for its tallest title (lines of the 9-point title font, 1.2 apart), above all for the
-    # figure's two-line title.
+    # figure's heading (its lines).
     title_h = 0.15 * max(t.count("\n") + 1 for t in titles.values()) + 0.1
-    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 0.45 + title_h, 0.6, 0.35, 0.4 + title_h
+    heading = [C.METRIC_LABELS.get(metric, metric), f"{seeds_text(table)}; outlined = best; hatched = no result"]
+    lined = metric in BEST_LINE_METRICS
+    if lined and any(len(best_weight_line(cells)[0]) > 1 for *_, cells in panels):  # a line needs two times
+        heading.append("line: the best weight at each introduction time")
+    left, right, top, bottom, gap_w, gap_h = 0.75, 1.1, 0.15 * len(heading) + 0.15 + title_h, 0.6, 0.35, 0.4 + title_h
     width, height = left + right + ncols * pw + (ncols - 1) * gap_w, top + bottom + nrows * ph + (nrows - 1) * gap_h
     fig, axes = style.figure(nrows, ncols, panel=(width / ncols, height / nrows), layout=None)
     fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
@@ -295,7 +300,7 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
             ax = axes[r, c]
             ax.set_visible(True)
             im = draw_panel(ax, cells, norm, cmap, xticks=lowest[c] == r, yticks=first[r] == c)
-            if metric in BEST_LINE_METRICS:
+            if lined:
                 xs, ys = best_weight_line(cells)
                 draw_best_line(ax, xs, ys, zorder=2.5, markers=False,
                                gaps=label_gaps(ax, cells, xs, ys, label_size(cells)))
@@ -303,6 +308,5 @@ def draw_heatmaps(table: pd.DataFrame, out_dir, name: str | None = None, formats
         bbox = axes[r, ncols - 1].get_position()
         cax = fig.add_axes([bbox.x1 + 0.15 / width, bbox.y0, 0.12 / width, bbox.height])
         fig.colorbar(im, cax=cax, label=C.SHORT_LABELS.get(metric, f"{metric} ({C.LOSS_UNIT})"))
-    fig.suptitle(f"{C.METRIC_LABELS.get(metric, metric)}\n{seeds_text(table)}; outlined = best; "
-                 "hatched = no result", fontsize=9)
+    fig.suptitle("\n".join(heading), fontsize=9)
     return style.save(fig, out_dir, name or f"heatmap_{metric}", formats)

@@ -117,6 +117,25 @@ def test_no_text_leaves_the_figure_and_no_legend_covers_data(analysed, name):
                 assert not box.overlaps(ax.bbox), f"{name}: a legend over a heatmap's cells"
 
 
+@pytest.mark.parametrize("name", ["heatmap_in_domain", "heatmap_forgetting", "heatmap_target_loss"])
+def test_a_heatmaps_heading_names_each_mark_drawn_and_clears_the_panel_titles(analysed, name):
+    fig = analysed[1][name][0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    text = fig.get_suptitle()
+    (heading,) = [t for t in fig.findobj(Text) if t.get_text() == text]
+    lined = any(line.get_label() == "best weight" for ax in fig.axes for line in ax.get_lines())
+    # the demo's target loss has the best-weight line; forgetting never; the other sweep's in-domain grid has
+    # one introduction time, so no line (and the heading says none)
+    assert lined == (name == "heatmap_target_loss")
+    assert ("line: the best weight at each introduction time" in text) == lined
+    assert "outlined = best" in text and "hatched = no result" in text
+    box = heading.get_window_extent(renderer)
+    for ax in fig.axes:
+        if ax.get_visible() and ax.get_title():
+            assert not box.overlaps(ax.title.get_window_extent(renderer)), f"{name}: heading over a panel title"
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
