@@ -21,8 +21,11 @@ OPTIONS = tuple(f.name for f in dataclasses.fields(MidsweepOptions))
 
 
 def split_options(params: dict) -> tuple[dict, dict]:
-    """(midsweep options, the rest) of a launcher's constructor arguments."""
-    return {k: params[k] for k in OPTIONS if k in params}, {k: v for k, v in params.items() if k not in OPTIONS}
+    """(midsweep options, each given or its MidsweepOptions default; the rest) of a launcher's constructor
+    arguments."""
+    defaults = MidsweepOptions()
+    return ({k: params.get(k, getattr(defaults, k)) for k in OPTIONS},
+            {k: v for k, v in params.items() if k not in OPTIONS})
 
 
 def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Point]:
@@ -31,17 +34,17 @@ def plan(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx:
     tic = time.perf_counter()
     composer = PointComposer(launcher.hydra_context.config_loader, launcher.config)
     points = preflight(job_overrides, composer.task_config, load_function(launcher.opts["run_config"]),
-                       skip_done=launcher.opts.get("skip_done", True), initial_index=initial_job_idx,
-                       preview=bool(launcher.opts.get("preview")))
+                       skip_done=launcher.opts["skip_done"], initial_index=initial_job_idx,
+                       preview=bool(launcher.opts["preview"]))
     todo = sum(p.submit for p in points)
     log.info(f"validated {len(points)} grid point(s) in {time.perf_counter() - tic:.2f}s: "
              f"{todo} to launch, {len(points) - todo} skipped")
     for p in points:
         if p.action == "done":
             log.info(f"\t#{p.index} {p.run_id} done, skipped: final {format_losses(done_result(p)['final'])}")
-        elif not p.submit and (p.action != DUPLICATE or launcher.opts.get("list_duplicates")):
+        elif not p.submit and (p.action != DUPLICATE or launcher.opts["list_duplicates"]):
             log.info(f"\t#{p.index} {p.run_id} {p.action}, skipped: {p.reason}")
-    if not launcher.opts.get("list_duplicates") and duplicates_line(points):
+    if not launcher.opts["list_duplicates"] and duplicates_line(points):
         log.info(f"\t{duplicates_line(points)}")
     return points
 
@@ -61,7 +64,7 @@ def share(points: list[Point]) -> launch_sharing.SweepPlan:
 
 def gpus(launcher: Any, per_node: int, nodes: int, slurm: bool) -> memory.Gpus:
     """The GPUs of one job of ``launcher`` with its ``gpu_memory_gb``."""
-    return memory.Gpus(per_node, nodes, float(launcher.opts.get("gpu_memory_gb", 80.0)), slurm)
+    return memory.Gpus(per_node, nodes, float(launcher.opts["gpu_memory_gb"]), slurm)
 
 
 def check_memory(points: list[Point], gpus: memory.Gpus) -> None:
@@ -73,8 +76,8 @@ def show_preview(launcher: Any, points: list[Point], gpus: memory.Gpus, name: st
                  sharing: launch_sharing.SweepPlan | None = None) -> list[JobReturn]:
     """Print the preview, then refuse (as a launch would) points that would not fit in their GPUs' memory."""
     o = launcher.opts
-    print(preview(points, Throughput(o.get("peak_tflops", 312.0), o.get("mfu", 0.35)), gpus, name,
-                  sharing, list_duplicates=o.get("list_duplicates", False)))
+    print(preview(points, Throughput(o["peak_tflops"], o["mfu"]), gpus, name,
+                  sharing, list_duplicates=o["list_duplicates"]))
     check_memory(points, gpus)
     return [returned(p, {"preview": p.action, "run_id": p.run_id}) for p in points]
 

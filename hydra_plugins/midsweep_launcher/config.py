@@ -6,6 +6,9 @@ from typing import Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
+from midsweep.launch.memory import Gpus
+from midsweep.launch.preview import Throughput
+
 
 @dataclass
 class MidsweepOptions:
@@ -15,11 +18,11 @@ class MidsweepOptions:
     """Do not launch points whose run directory says ``done`` (their results are reported instead)."""
     run_config: str = "midsweep.config.to_run_config"
     """Function turning a point's composed config into a validated run config (run_id(), run_dir(), plan())."""
-    peak_tflops: float = 312.0
+    peak_tflops: float = Throughput.peak_tflops
     """Peak bf16 TFLOP/s of one GPU, for the GPU-hours estimate of the preview (A100: 312, H100: 989)."""
-    mfu: float = 0.35
+    mfu: float = Throughput.mfu
     """Assumed fraction of peak reached, for the GPU-hours estimate of the preview."""
-    gpu_memory_gb: float = 80.0
+    gpu_memory_gb: float = Gpus.memory_gb
     """Memory of one GPU in GiB (nvidia-smi's total MiB / 1024: an A100 80GB has 80). The preview shows each
     point's estimated peak per GPU against it, and a launch refuses points that would not fit, naming the keys
     that would (docs/slurm.md#gpu-memory)."""

@@ -42,7 +42,7 @@ class MidsweepLocalLauncher(Launcher):
         points = common.plan(self, job_overrides, initial_job_idx)
         sharing = common.share(points)
         gpus = common.gpus(self, 1, 1, slurm=False)  # checks the train.device=cuda points only: CPU runs need none
-        if self.opts.get("preview"):
+        if self.opts["preview"]:
             return common.show_preview(self, points, gpus, "midsweep_local", sharing)
         common.check_memory(points, gpus)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

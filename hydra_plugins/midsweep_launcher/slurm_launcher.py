@@ -81,7 +81,7 @@ class MidsweepSlurmLauncher(SlurmLauncher):
         self.check_resources()
         points = common.plan(self, job_overrides, initial_job_idx)
         gpus = common.gpus(self, self.params.get("gpus_per_node") or 0, self.params.get("nodes") or 1, slurm=True)
-        if self.opts.get("preview"):
+        if self.opts["preview"]:
             return common.show_preview(self, points, gpus, "midsweep_slurm", common.share(points))
         common.check_memory(points, gpus)  # before anything is submitted
         job_of = self.send(points)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,6 +122,27 @@ class Sweep:
 
     def job_ids(self) -> list[str]:
         return [e["job_id"] for e in self.manifest().values() if e.get("job_id")] if self.out.exists() else []
+
+
+class Scenarios:
+    """Scenario drivers, each run in a thread of its own on a sweep of its own (under ``root``, on the cluster
+    that ``env`` names), so that their waits overlap; ``close`` cancels what their sweeps left in the queue."""
+
+    def __init__(self, root, env: dict = ENV, workers: int = 8):
+        self.root, self.env = root, env  # root: pytest's tmp_path_factory
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.sweeps: list[Sweep] = []
+
+    def start(self, driver, *args) -> Future:
+        """``driver(sweep, *args)`` in the background; its future."""
+        self.sweeps.append(Sweep(self.root.mktemp(driver.__name__) / "sweep", env=self.env))
+        return self.pool.submit(driver, self.sweeps[-1], *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        jobs = [j for s in self.sweeps for j in s.job_ids()]
+        if jobs:  # only these sweeps' jobs, should a test have failed before they ended
+            subprocess.run(["scancel", *jobs], capture_output=True, env=self.env)
 
 
 class References:

@@ -7,10 +7,9 @@ The scenarios are driven in threads from the module's start, so their waits over
 """
 import json
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cluster import Run, Sweep, wait_for
+from cluster import Run, Scenarios, Sweep, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -71,20 +70,10 @@ def drive_usr2(sweep: Sweep):
 def scenarios(slurm_nodes, references, tmp_path_factory):
     references.start(*NANO)
     references.start(*LONG)
-    pool = ThreadPoolExecutor(max_workers=3)
-    sweeps: list[Sweep] = []
-
-    def start(driver, *args):
-        sweeps.append(Sweep(tmp_path_factory.mktemp(driver.__name__) / "sweep", env=slurm_nodes))
-        return pool.submit(driver, sweeps[-1], *args)
-
-    out = {"ddp": start(drive_two_nodes), "usr2": start(drive_usr2),
-           "hsdp": start(drive_two_nodes, "train.parallel=hsdp")}
-    yield out
-    pool.shutdown(wait=False, cancel_futures=True)
-    jobs = [j for s in sweeps for j in s.job_ids()]
-    if jobs:  # only this module's jobs, should a test have failed before they ended
-        subprocess.run(["scancel", *jobs], capture_output=True, env=slurm_nodes)
+    drivers = Scenarios(tmp_path_factory, env=slurm_nodes, workers=3)
+    yield {"ddp": drivers.start(drive_two_nodes), "usr2": drivers.start(drive_usr2),
+           "hsdp": drivers.start(drive_two_nodes, "train.parallel=hsdp")}
+    drivers.close()
 
 
 def test_two_nodes_of_one_task_equal_one_rank(scenarios, references, slurm_nodes):

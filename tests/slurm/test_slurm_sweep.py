@@ -11,10 +11,9 @@ import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from cluster import ENV, REPO, Run, Sweep, signal_pending, task_pid, wait_for
+from cluster import ENV, REPO, Run, Scenarios, Sweep, signal_pending, task_pid, wait_for
 
 from midsweep.launch import status
 from midsweep.launch.sweep import format_losses
@@ -134,26 +133,17 @@ def drive_two_ranks(sweep: Sweep):
 def scenarios(slurm_cluster, references, tmp_path_factory):
     references.start(*LONG)
     references.start(*NANO)
-    pool = ThreadPoolExecutor(max_workers=8)
-    sweeps: list[Sweep] = []
-
-    def start(driver, *args) -> Future:
-        sweeps.append(Sweep(tmp_path_factory.mktemp(driver.__name__) / "sweep"))
-        return pool.submit(driver, sweeps[-1], *args)
-
+    drivers = Scenarios(tmp_path_factory)
     preempted = threading.Event()
-    out = {"preemption": start(drive_preemption, preempted)}
+    out = {"preemption": drivers.start(drive_preemption, preempted)}
     # the preempting job takes every CPU and would preempt any debug job: the others start after it
     while not preempted.wait(1) and not out["preemption"].done():
         pass
     for name, driver in [("requeue", drive_requeue), ("timeout", drive_timeout), ("usr2", drive_usr2),
                          ("kill", drive_hard_kill), ("two_ranks", drive_two_ranks), ("grid", drive_grid)]:
-        out[name] = start(driver)
+        out[name] = drivers.start(driver)
     yield out
-    pool.shutdown(wait=False, cancel_futures=True)
-    jobs = [j for s in sweeps for j in s.job_ids()]
-    if jobs:  # only this suite's jobs, should a test have failed before they ended
-        subprocess.run(["scancel", *jobs], capture_output=True)
+    drivers.close()
 
 
 def outcome(scenarios, name):
